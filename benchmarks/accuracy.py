@@ -1,0 +1,86 @@
+"""Accuracy benchmark: a preset under a protocol on the full RAVDESS speech set.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/accuracy.py --preset seed_cnn --protocol seed-split
+    .venv/bin/python benchmarks/accuracy.py --preset seed_cnn --protocol si6
+
+Writes ``benchmarks/results/accuracy_<preset>_<protocol>.json`` and ``.md`` (plus the
+pooled confusion matrix as PNG). Work is kept in ``runs/bench/`` so an interrupted
+run resumes at the first unfinished fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="seed_cnn")
+    parser.add_argument("--protocol", default="si6", choices=["seed-split", "si6"])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from ser.cache import FeatureCache, default_cache_dir
+    from ser.config import preset
+    from ser.dataset import load_dataset
+    from ser.evaluation import evaluate
+
+    start = time.perf_counter()
+    clips = load_dataset(args.data)
+    config = preset(args.preset)
+    name = f"accuracy_{args.preset}_{args.protocol}"
+    work = Path(args.work) / name
+    report = evaluate(clips, config, protocol=args.protocol, out_dir=work, cache=FeatureCache(default_cache_dir()),
+                      progress=False)
+    s = report["summary"]
+    keys = ("accuracy", "uar", "macro_f1")
+    result = {
+        "benchmark": "accuracy",
+        "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
+        "date": report["date"],
+        "machine": {"cpus": os.cpu_count(), "gpu": report["machine"]["gpu"], "device": report["device"]},
+        # Whole command, features included; a resumed run counts only its own part.
+        "wall_s": round(time.perf_counter() - start, 1),
+        "preset": args.preset,
+        "protocol": args.protocol,
+        "clips": len(clips),
+        "data": "RAVDESS speech, 1440 clips, 24 actors (16 kHz FLAC copy)",
+        "pooled": {k: round(s["pooled"][k], 4) for k in keys},
+        "mean": {k: round(s["mean"][k], 4) for k in keys},
+        "std": {k: round(s["std"][k], 4) for k in keys},
+        "folds": [{"fold": f["fold"], "test_actors": [int(a) for a in f["test_speakers"]] or None, "n": f["n"],
+                   **{k: round(f[k], 4) for k in keys}, "epochs_run": f["epochs_run"], "train_s": f["train_s"]}
+                  for f in s["folds"]],
+        "per_class": s["pooled"]["per_class"],
+        "confusion": s["pooled"]["confusion"],
+        "classes": report["classes"],
+        "config": report["config"],
+    }
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = (work / "report.md").read_text()
+    md += f"\nCommand: `{result['command']}` — wall time {result['wall_s']:.0f} s on {os.cpu_count()} CPUs.\n"
+    (out / f"{name}.md").write_text(md)
+    shutil.copyfile(work / "confusion.png", out / f"{name}_confusion.png")
+    print(json.dumps({k: result[k] for k in ("preset", "protocol", "pooled", "wall_s")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

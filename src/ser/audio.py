@@ -1,0 +1,136 @@
+"""Audio loading and validation: any readable file → float32 mono at the model rate."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ser.errors import AudioError
+
+#: Peak amplitude below which a clip is treated as silent (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+
+_TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
+         min_duration: float = 0.1, max_duration: float | None = None) -> np.ndarray:
+    """Decode an audio file to float32 mono at ``sr``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any format libsndfile reads (WAV, FLAC, OGG, MP3, ...), any rate and channel count.
+    sr : int
+        Target sample rate; the signal is resampled with soxr (high quality).
+    duration : float, optional
+        Read at most this many seconds from the start (like ``librosa.load(duration=...)``).
+    min_duration : float
+        Files shorter than this are rejected.
+    max_duration : float, optional
+        Files longer than this are rejected before decoding.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``(n_samples,)``.
+
+    Raises
+    ------
+    AudioError
+        One line naming the file and the problem: missing, empty, not audio,
+        truncated, too short, too long or silent.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        info = sf.info(str(path), verbose=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    # libsndfile quietly shortens a WAV whose data chunk runs past the end of the
+    # file (an interrupted copy); its header log is the only place that says so.
+    cut = _TRUNCATED.search(info.extra_info or "")
+    if cut and int(cut.group(2)) < int(cut.group(1)):
+        raise AudioError(f"{path}: truncated file ({cut.group(2)} of {cut.group(1)} data bytes present)")
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: no audio frames")
+    file_duration = info.frames / info.samplerate
+    if max_duration is not None and file_duration > max_duration:
+        raise AudioError(f"{path}: {file_duration:.1f} s is longer than the {max_duration:g} s limit for one clip")
+    frames = -1 if duration is None else int(round(duration * info.samplerate))
+    try:
+        y, file_sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+    expected = info.frames if frames < 0 else min(frames, info.frames)
+    # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
+    if y.shape[0] < expected * 0.99 - 1:
+        raise AudioError(f"{path}: truncated file ({y.shape[0]} of {expected} frames decoded)")
+    return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path))
+
+
+def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, name: str = "audio") -> np.ndarray:
+    """Validate an in-memory signal and bring it to float32 mono at ``sr``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Shape ``(n_samples,)`` or ``(n_samples, n_channels)``.
+    sr_in : int
+        Sample rate of ``y``.
+    sr : int
+        Target sample rate.
+    min_duration : float
+        Shorter signals are rejected.
+    name : str
+        Used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``(n_samples,)``.
+    """
+    if not isinstance(sr_in, (int, np.integer)) or sr_in <= 0:
+        raise AudioError(f"{name}: sample_rate={sr_in!r}: expected a positive integer")
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    elif y.ndim != 1:
+        raise AudioError(f"{name}: expected shape (n_samples,) or (n_samples, n_channels), got {y.shape}")
+    if y.size == 0:
+        raise AudioError(f"{name}: no audio samples")
+    if not np.all(np.isfinite(y)):
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    seconds = y.size / sr_in
+    if seconds < min_duration:
+        raise AudioError(f"{name}: {seconds:.3f} s is shorter than the {min_duration:g} s minimum")
+    if float(np.max(np.abs(y))) < SILENCE_PEAK:
+        raise AudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g})")
+    if sr_in != sr:
+        import soxr
+
+        y = soxr.resample(y, sr_in, sr, quality="HQ").astype(np.float32, copy=False)
+    return y
+
+
+def fix_length(y: np.ndarray, *, size: int) -> np.ndarray:
+    """Cut or zero-pad (at the end) ``y`` to exactly ``size`` samples."""
+    if y.shape[0] >= size:
+        return y[:size]
+    return np.pad(y, (0, size - y.shape[0]))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # libsndfile messages repeat the path; keep only the reason.
+    return text.split(": ", 1)[-1] if text.startswith(("Error opening", "<")) else text

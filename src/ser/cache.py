@@ -1,0 +1,165 @@
+"""Feature extraction over many files, with an on-disk cache.
+
+Each entry is keyed by the audio file's content (SHA-256), the audio and feature
+settings, and — for augmented copies — the augmentation settings, seed and copy
+index. A corrupt entry is recomputed, never fatal. Files are decoded and
+featurised in worker processes so both cores are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ser import audio as audio_mod
+from ser.augment import augment_waveform
+from ser.config import Config
+from ser.features import extract
+from ser.utils import atomic_write_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+#: Bump when the way features are computed changes, so old entries are ignored.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$SER_CACHE_DIR``, else ``~/.cache/ser/features``."""
+    env = os.environ.get("SER_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ser" / "features"
+
+
+def settings_digest(config: Config, copy: int) -> str:
+    """Digest of everything besides the file content that determines an entry."""
+    parts = {"v": CACHE_VERSION, "audio": config.to_dict()["audio"], "features": config.to_dict()["features"]}
+    if copy:
+        parts.update(augment=config.to_dict()["augment"], seed=config.train.seed, copy=copy)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class FeatureCache:
+    """A folder of ``.npy`` feature arrays; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | os.PathLike | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached array, or ``None`` if absent or unreadable (then it is removed)."""
+        if self.root is None:
+            return None
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            x = np.load(path, allow_pickle=False)
+            if x.dtype != np.float32 or x.ndim != 2 or not np.all(np.isfinite(x)):
+                raise ValueError(f"unexpected content {x.dtype} {x.shape}")
+            return x
+        except Exception as exc:  # noqa: BLE001 - any damage means: recompute
+            log.warning("%s: corrupt cache entry (%s); recomputing", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, x: np.ndarray) -> None:
+        """Store ``x`` atomically (a crash never leaves a partial entry)."""
+        if self.root is None:
+            return
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(x, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(self._path(key), buf.getvalue())
+
+
+def _fixed_clip(path: str, config: Config) -> np.ndarray:
+    a = config.audio
+    y = audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration)
+    return audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
+
+
+def _clip_task(args: tuple[str, dict, int, str | None]) -> list[np.ndarray]:
+    """Worker: clean features plus ``copies`` augmented ones for one file."""
+    path, config_dict, copies, cache_root = args
+    config = Config.from_dict(config_dict)
+    cache = FeatureCache(cache_root)
+    content = sha256_file(path)
+    keys = [hashlib.sha256((content + settings_digest(config, c)).encode()).hexdigest() for c in range(copies + 1)]
+    out = [cache.get(k) for k in keys]
+    if all(x is not None for x in out):
+        return out  # type: ignore[return-value]
+    y = _fixed_clip(path, config)
+    sr = config.audio.sample_rate
+    for c, key in enumerate(keys):
+        if out[c] is not None:
+            continue
+        if c == 0:
+            x = extract(y, sr=sr, config=config.features)
+        else:
+            # Seeded by run seed, file content and copy index: the same training clip
+            # gets the same copies in every fold and every rerun.
+            rng = np.random.default_rng([config.train.seed, int(content[:15], 16), c])
+            x = extract(augment_waveform(y, sr=sr, config=config.augment, rng=rng), sr=sr, config=config.features)
+        cache.put(key, x)
+        out[c] = x
+    return out  # type: ignore[return-value]
+
+
+def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copies: int = 0,
+                     cache: FeatureCache | None = None, jobs: int | None = None,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features of many files, from the cache where possible.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Audio files.
+    config : Config
+        Audio, feature and augmentation settings (and the seed for augmentation).
+    copies : int
+        Augmented copies to compute per file (0 = clean features only).
+    cache : FeatureCache, optional
+        Where to read/write entries; ``None`` computes everything in memory.
+    jobs : int, optional
+        Worker processes (default: all cores; 1 = in this process).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    clean : numpy.ndarray
+        float32, shape ``(n_files, n_features, n_frames)``.
+    augmented : numpy.ndarray or None
+        float32, shape ``(n_files, copies, n_features, n_frames)``, or ``None``.
+
+    Raises
+    ------
+    ser.errors.AudioError
+        The first unusable file, by name.
+    """
+    from tqdm.auto import tqdm
+
+    root = str(cache.root) if cache is not None and cache.root is not None else None
+    tasks = [(str(p), config.to_dict(), copies, root) for p in paths]
+    jobs = jobs or os.cpu_count() or 1
+    bar = dict(total=len(tasks), disable=not progress, desc="features", unit="clip")
+    if jobs == 1 or len(tasks) < 16:
+        results = [_clip_task(t) for t in tqdm(tasks, **bar)]
+    else:
+        # forkserver: forking a process that may already hold TensorFlow's threads is unsafe.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver")) as pool:
+            results = list(tqdm(pool.map(_clip_task, tasks, chunksize=8), **bar))
+    clean = np.stack([r[0] for r in results]).astype(np.float32)
+    augmented = np.stack([np.stack(r[1:]) for r in results]).astype(np.float32) if copies else None
+    return clean, augmented

@@ -1,0 +1,315 @@
+"""The ``ser`` command line: each subcommand parses, calls one library function, prints.
+
+Exit codes: 0 success, 1 a handled error (one line; ``-v`` shows the traceback), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ser import __version__
+from ser.errors import ConfigError, SERError
+
+log = logging.getLogger("ser")
+
+
+def _config(args: argparse.Namespace):
+    from ser.config import resolve
+
+    config = resolve(args.config)
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=20")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return config.override(overrides) if overrides else config
+
+
+def _cache(args: argparse.Namespace):
+    from ser.cache import FeatureCache, default_cache_dir
+
+    if args.no_cache:
+        return FeatureCache(None)
+    return FeatureCache(args.cache or default_cache_dir())
+
+
+def _read_grid(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: grid file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON grid ({exc})") from None
+
+
+def _import_tensorflow_quietly(verbose: bool) -> None:
+    """Import TensorFlow with its C++ start-up banner (written straight to fd 2) hidden."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# --- data ----------------------------------------------------------------
+
+def cmd_data_index(args: argparse.Namespace) -> int:
+    from ser.dataset import index_ravdess, write_manifest
+
+    clips = index_ravdess(args.root)
+    write_manifest(clips, args.output)
+    print(f"{args.output}: {len(clips)} clips, {len({c.speaker for c in clips})} speakers")
+    return 0
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from ser.dataset import load_dataset, summarize
+
+    summary = summarize(load_dataset(args.data))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"clips: {summary['clips']}")
+    print("classes: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+    print(f"speakers: {len(summary['speakers'])} (" + ", ".join(f"{k}: {v}" for k, v in summary["speakers"].items())
+          + ")")
+    if "duration_s" in summary:
+        d = summary["duration_s"]
+        print(f"duration (s): min {d['min']}, mean {d['mean']}, max {d['max']}, total {d['total']}")
+    print("sample rates: " + ", ".join(f"{k} Hz: {v}" for k, v in summary["sample_rates"].items()))
+    print("channels: " + ", ".join(f"{k}: {v}" for k, v in summary["channels"].items()))
+    if summary.get("unreadable"):
+        print(f"unreadable files: {summary['unreadable']}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from ser.download import RAVDESS_MD5, RAVDESS_URL, download_ravdess
+
+    dest = download_ravdess(args.dest, url=args.url or RAVDESS_URL,
+                            md5=args.md5 if args.md5 is not None else RAVDESS_MD5, progress=not args.quiet)
+    print(f"{dest}: RAVDESS speech ready (next: ser data index {dest})")
+    return 0
+
+
+# --- training and evaluation -----------------------------------------------
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_config(args).to_dict(), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly(args.verbose)
+    import time
+
+    from ser.dataset import load_dataset
+    from ser.evaluation import plot_history
+    from ser.inference import Recognizer
+    from ser.training import describe_device, fit_final
+
+    config = _config(args)
+    clips = load_dataset(args.data)
+    print(f"device: {describe_device()}", file=sys.stderr)
+    start = time.perf_counter()
+    model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
+    metadata = {"training": {"data": str(args.data), "clips": len(clips),
+                             "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
+                             "train_s": round(time.perf_counter() - start, 1)}}
+    if args.data_license:
+        metadata["data_license"] = args.data_license
+    out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
+    plot_history(history, out / "curves.png", title=config.name)
+    from ser.inference import write_checksums
+
+    write_checksums(out)
+    print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly(args.verbose)
+    from ser.dataset import load_dataset
+    from ser.evaluation import confusion_text, evaluate
+
+    config = _config(args)
+    clips = load_dataset(args.data)
+    report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
+                      grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args), jobs=args.jobs,
+                      progress=not args.quiet)
+    s = report["summary"]
+    print(f"device: {report['device']}")
+    for f in s["folds"]:
+        print(f"fold {f['fold']} ({', '.join(f['test_speakers']) or 'mixed'}): accuracy {f['accuracy']:.3f}  "
+              f"UAR {f['uar']:.3f}  macro-F1 {f['macro_f1']:.3f}")
+    if len(s["folds"]) > 1:
+        print(f"mean ± std: accuracy {s['mean']['accuracy']:.3f} ± {s['std']['accuracy']:.3f}  "
+              f"UAR {s['mean']['uar']:.3f} ± {s['std']['uar']:.3f}  "
+              f"macro-F1 {s['mean']['macro_f1']:.3f} ± {s['std']['macro_f1']:.3f}")
+    p = s["pooled"]
+    print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}  macro-F1 {p['macro_f1']:.3f}")
+    print(confusion_text(p["confusion"], report["classes"]))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly(args.verbose)
+    from ser.dataset import load_dataset
+    from ser.training import grid_search, write_grid_table
+
+    config = _config(args)
+    table = grid_search(load_dataset(args.data), config, _read_grid(args.grid), inner_folds=args.inner_folds,
+                        cache=_cache(args), progress=not args.quiet)
+    write_grid_table(table, args.out)
+    from ser.config import Config
+
+    Config.from_dict(table["best_config"]).save(Path(args.out) / "best_config.json")
+    for row in table["rows"]:
+        print(f"{json.dumps(row['params'])}: inner UAR {row['uar_mean']:.3f} ± {row['uar_std']:.3f}")
+    print(f"best: {json.dumps(table['best_params'])} -> {Path(args.out) / 'best_config.json'}")
+    return 0
+
+
+# --- prediction -------------------------------------------------------------
+
+def _expand_inputs(items: list[str]) -> list[Path]:
+    from ser.dataset import AUDIO_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            paths.append(p)  # a missing file is reported by the predictor, one line
+    return paths
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly(args.verbose)
+    from ser.inference import Recognizer
+
+    paths = _expand_inputs(args.inputs)
+    if not paths:
+        raise SERError(f"{', '.join(args.inputs)}: no audio files found")
+    recognizer = Recognizer.load(args.model)
+    results = recognizer.predict_files(paths, batch_size=args.batch_size, progress=not args.quiet and len(paths) > 1,
+                                       errors="return")
+    failed = 0
+    if not args.json:
+        width = max(len(str(p)) for p in paths)
+        print("file".ljust(width) + "  label      conf  " + " ".join(c[:5].rjust(5) for c in recognizer.classes))
+    for path, result in zip(paths, results):
+        if isinstance(result, SERError):
+            failed += 1
+            print(f"error: {result}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        else:
+            print(str(path).ljust(width) + f"  {result.label:<9} {result.confidence:5.2f}  "
+                  + " ".join(f"{result.scores[c]:5.2f}" for c in recognizer.classes))
+    if failed:
+        print(f"{failed} of {len(paths)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- parser -----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ser``."""
+    parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition: train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"ser {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="index, summarise or download a corpus")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("index", parents=[common], help="RAVDESS folder -> manifest CSV")
+    p.add_argument("root", help="folder holding Actor_01 ... Actor_24")
+    p.add_argument("-o", "--output", default="manifest.csv", help="manifest to write (default: manifest.csv)")
+    p.set_defaults(func=cmd_data_index)
+    p = dsub.add_parser("summary", parents=[common], help="class balance, speakers, durations, sample rates")
+    p.add_argument("data", help="manifest CSV or RAVDESS folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_summary)
+    p = dsub.add_parser("download", parents=[common], help="fetch and extract the official RAVDESS speech archive")
+    p.add_argument("dest", help="folder to extract Actor_* into")
+    p.add_argument("--url", help="alternative URL (mirror)")
+    p.add_argument("--md5", help="expected md5 of the archive ('' to skip the check)")
+    p.set_defaults(func=cmd_data_download)
+
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--config", default="seed_cnn", help="preset name (seed_cnn, cnn, tiny) or JSON config file")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.epochs=20")
+    run.add_argument("--cache", help="feature cache folder (default: $SER_CACHE_DIR or ~/.cache/ser/features)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    run.add_argument("--jobs", type=int, default=None, help="feature worker processes (default: all cores)")
+
+    p = sub.add_parser("config", parents=[common, run], help="print a preset or config file as JSON")
+    p.set_defaults(func=cmd_config)
+    p = sub.add_parser("train", parents=[common, run], help="train a model on all clips and save its folder")
+    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--data-license", help="license text for the model card")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", parents=[common, run], help="cross-validate under a protocol and write a report")
+    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--protocol", default="si6", choices=["si6", "seed-split", "group-kfold"])
+    p.add_argument("--folds", type=int, default=5, help="k for group-kfold")
+    p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
+    p.add_argument("--inner-folds", type=int, default=3, help="speaker-grouped inner folds of the grid search")
+    p.add_argument("--out", required=True, help="run folder (reports; finished folds are resumed)")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
+    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--grid", required=True, help="JSON grid {\"section.field\": [values]}")
+    p.add_argument("--inner-folds", type=int, default=3)
+    p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")
+    p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="audio files and/or folders (searched recursively)")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    try:
+        return args.func(args)
+    except SERError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,207 @@
+"""Metrics, reports (JSON/Markdown) and plots; :func:`evaluate` runs a whole protocol."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ser.cache import FeatureCache
+from ser.config import Config
+from ser.dataset import Clip
+from ser.training import cross_validate, describe_device, make_folds, prepare_features
+from ser.utils import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict:
+    """Accuracy (WA), UAR, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+
+    The confusion matrix has rows = true, columns = predicted, in ``classes`` order.
+    UAR and macro-F1 are over the classes present in ``y_true``.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    present = np.unique(y_true)
+    labels = np.arange(len(classes))
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "n": int(y_true.size),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "uar": float(np.mean(r[present])),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
+    """Per-fold metrics, mean ± std over folds and metrics pooled over all test predictions."""
+    per_fold = []
+    for f in folds:
+        pred = np.asarray(f["probs"]).argmax(axis=1)
+        m = metrics(f["y_true"], pred, classes)
+        per_fold.append({"fold": f["fold"], "test_speakers": f["test_speakers"], "n": m["n"],
+                         "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
+                         "train_s": f.get("train_s"), "best_epoch": f["history"].get("best_epoch"),
+                         "epochs_run": len(f["history"].get("loss", []))})
+    y_true = np.concatenate([f["y_true"] for f in folds])
+    y_pred = np.concatenate([np.asarray(f["probs"]).argmax(axis=1) for f in folds])
+    keys = ("accuracy", "uar", "macro_f1")
+    return {
+        "pooled": metrics(y_true, y_pred, classes),
+        "mean": {k: float(np.mean([f[k] for f in per_fold])) for k in keys},
+        "std": {k: float(np.std([f[k] for f in per_fold])) for k in keys},
+        "folds": per_fold,
+    }
+
+
+def confusion_text(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """The confusion matrix as a fixed-width text table (rows = true, columns = predicted)."""
+    short = [c[:7] for c in classes]
+    width = max(7, max(len(str(v)) for row in confusion for v in row))
+    lines = ["true \\ pred".ljust(11) + " ".join(s.rjust(width) for s in short)]
+    for name, row in zip(short, confusion):
+        lines.append(name.ljust(11) + " ".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *,
+                   title: str = "") -> Path:
+    """Save a confusion-matrix heat map (row-normalised colours, counts written) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title(title)
+    _save_figure(fig, Path(path))
+    return Path(path)
+
+
+def plot_history(history: dict, path: str | os.PathLike, *, title: str = "") -> Path:
+    """Save training curves (loss and accuracy, validation if present) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        epochs = np.arange(1, len(history.get(key, [])) + 1)
+        ax.plot(epochs, history.get(key, []), label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation speakers")
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"], color="grey", ls="--", lw=1, label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+    fig.suptitle(title)
+    _save_figure(fig, Path(path))
+    return Path(path)
+
+
+def render_markdown(report: dict) -> str:
+    """A human-readable Markdown rendering of a report from :func:`evaluate`."""
+    s, classes = report["summary"], report["classes"]
+    pooled = s["pooled"]
+    lines = [
+        f"# {report['protocol']} — preset `{report['config']['name']}`", "",
+        f"- date: {report['date']}, machine: {report['machine']['cpus']} CPUs, device: {report['device']}",
+        f"- clips: {report['clips']}, wall time: {report['wall_s']:.0f} s", "",
+        "| fold | test speakers | n | accuracy | UAR | macro-F1 | epochs | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in s["folds"]:
+        lines.append(f"| {f['fold']} | {', '.join(f['test_speakers']) or 'mixed'} | {f['n']} | "
+                     f"{f['accuracy']:.3f} | {f['uar']:.3f} | {f['macro_f1']:.3f} | {f['epochs_run']} | "
+                     f"{f['train_s']} |")
+    if len(s["folds"]) > 1:
+        m, d = s["mean"], s["std"]
+        lines.append(f"| mean ± std | | | {m['accuracy']:.3f} ± {d['accuracy']:.3f} | {m['uar']:.3f} ± "
+                     f"{d['uar']:.3f} | {m['macro_f1']:.3f} ± {d['macro_f1']:.3f} | | |")
+    lines.append(f"| **pooled** | | {pooled['n']} | **{pooled['accuracy']:.3f}** | **{pooled['uar']:.3f}** | "
+                 f"**{pooled['macro_f1']:.3f}** | | |")
+    lines += ["", "## Per class (pooled)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in classes:
+        pc = pooled["per_class"][c]
+        lines.append(f"| {c} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+    lines += ["", "## Confusion matrix (pooled; rows = true, columns = predicted)", "", "```",
+              confusion_text(pooled["confusion"], classes), "```", ""]
+    return "\n".join(lines)
+
+
+def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: str | os.PathLike,
+             folds_k: int = 5, grid: dict | None = None, inner_folds: int = 3,
+             cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False) -> dict:
+    """Run a protocol end to end and write its report into ``out_dir``.
+
+    Writes ``config.json``, ``report.json``, ``report.md``, ``confusion.png`` and
+    per fold ``fold_N/result.json`` and ``fold_N/curves.png``. Finished folds are
+    reused when the same command is run again (resume).
+
+    Returns
+    -------
+    dict
+        The report: protocol, config, device, machine, wall time and ``summary``
+        (see :func:`summarize`).
+    """
+    from datetime import date
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.json")
+    device = describe_device()
+    log.info("device: %s", device)
+    folds = make_folds(clips, protocol, k=folds_k, seed=config.train.seed)
+    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+    results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
+                             inner_folds=inner_folds, cache=cache, progress=progress)
+    for r in results:
+        plot_history(r["history"], out / f"fold_{r['fold']}" / "curves.png", title=f"fold {r['fold']}")
+    summary = summarize(results, config.classes)
+    report = {
+        "protocol": protocol, "date": date.today().isoformat(), "device": device,
+        "machine": {"cpus": os.cpu_count(), "gpu": device if device.startswith("GPU") else None},
+        "clips": len(clips), "classes": list(config.classes), "config": config.to_dict(),
+        "grid": grid, "wall_s": round(time.perf_counter() - start, 1), "summary": summary,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.md", render_markdown(report))
+    plot_confusion(summary["pooled"]["confusion"], config.classes, out / "confusion.png",
+                   title=f"{protocol}, pooled (UAR {summary['pooled']['uar']:.3f})")
+    return report

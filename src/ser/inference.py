@@ -1,0 +1,324 @@
+"""Trained models as folders, and predictions: :class:`Recognizer` and :class:`Prediction`.
+
+A model folder carries everything needed to use it::
+
+    model.keras     weights and architecture (built-in Keras layers, loaded in safe mode)
+    config.json     the full Config: inference rebuilds audio and features from it
+    labels.json     output classes in order
+    metrics.json    evaluation results known when it was saved
+    history.json    training curves
+    README.md       model card (data, protocol, metrics, license)
+    SHA256SUMS      checksums of the files above; a mismatch refuses the load
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ser import audio as audio_mod
+from ser.config import Config
+from ser.errors import AudioError, ConfigError, ModelError, SERError
+from ser.features import extract
+from ser.utils import atomic_write_text, current_umask, sha256_file
+
+log = logging.getLogger(__name__)
+
+#: The trained model shipped inside the package.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "default"
+MODEL_FILES = ("model.keras", "config.json", "labels.json")
+CHECKSUMS = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The emotion recognised in one clip.
+
+    Attributes
+    ----------
+    label : str
+        The most probable emotion.
+    confidence : float
+        Its probability.
+    scores : dict
+        Probability of every class, in the model's fixed class order.
+    duration : float
+        Seconds of audio in the input (before padding/cutting).
+    source : str or None
+        File name, or ``None`` for in-memory audio.
+    """
+
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return {"source": self.source, "label": self.label, "confidence": round(self.confidence, 6),
+                "duration": round(self.duration, 3), "scores": {k: round(v, 6) for k, v in self.scores.items()}}
+
+
+class Recognizer:
+    """A trained emotion classifier with the exact feature pipeline it was trained with.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Outputs probabilities over ``config.classes``.
+    config : Config
+        The config the model was trained with.
+    metadata : dict, optional
+        Metrics and other facts shown in the model card.
+    """
+
+    def __init__(self, model, config: Config, *, metadata: dict | None = None, path: Path | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.metadata = metadata or {}
+        self.path = path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Output classes in order."""
+        return self.config.classes
+
+    # --- loading and saving ------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Recognizer:
+        """Load a model folder (default: the bundled model).
+
+        Checksums in ``SHA256SUMS`` are verified first; the Keras file is loaded
+        in safe mode, so no code from the folder is executed.
+
+        Raises
+        ------
+        ModelError
+            Missing folder or file, checksum mismatch, or an unreadable model.
+        """
+        folder = Path(path) if path is not None else DEFAULT_MODEL
+        if not folder.is_dir():
+            raise ModelError(f"{folder}: model folder not found")
+        verify_checksums(folder)
+        try:
+            config = Config.load(folder / "config.json")
+        except ConfigError as exc:
+            raise ModelError(f"{folder / 'config.json'}: {exc}") from None
+        labels = json.loads((folder / "labels.json").read_text())
+        if list(labels) != list(config.classes):
+            raise ModelError(f"{folder / 'labels.json'}: classes {labels} differ from config {list(config.classes)}")
+        import keras
+
+        try:
+            model = keras.models.load_model(folder / "model.keras", compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+            raise ModelError(f"{folder / 'model.keras'}: cannot load model ({exc})") from None
+        metadata = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+        return cls(model, config, metadata=metadata, path=folder)
+
+    def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None) -> Path:
+        """Write the model folder atomically (built aside, then renamed into place)."""
+        import keras
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
+            # A copy without optimizer state: a third of the size, same predictions.
+            bare = keras.models.clone_model(self.model)
+            bare.set_weights(self.model.get_weights())
+            bare.save(tmp / "model.keras")
+            self.config.save(tmp / "config.json")
+            atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
+            atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
+            if history is not None:
+                atomic_write_text(tmp / "history.json", json.dumps(history) + "\n")
+            atomic_write_text(tmp / "README.md", card or model_card(self.config, self.metadata))
+            write_checksums(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.path = path
+        return path
+
+    # --- prediction ---------------------------------------------------
+    def _features(self, y: np.ndarray) -> np.ndarray:
+        a = self.config.audio
+        y = audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
+        return extract(y, sr=a.sample_rate, config=self.config.features)
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        import keras
+
+        # Calling the model directly avoids Keras' predict() set-up cost per call.
+        out = self.model(x[..., None], training=False)
+        return keras.ops.convert_to_numpy(out).astype(np.float64)
+
+    def _prediction(self, probs: np.ndarray, duration: float, source: str | None) -> Prediction:
+        best = int(np.argmax(probs))
+        return Prediction(label=self.classes[best], confidence=float(probs[best]),
+                          scores={c: float(p) for c, p in zip(self.classes, probs)}, duration=duration,
+                          source=source)
+
+    def predict(self, y: np.ndarray, sr: int) -> Prediction:
+        """Recognise the emotion in an in-memory signal.
+
+        Parameters
+        ----------
+        y : numpy.ndarray
+            Shape ``(n_samples,)`` or ``(n_samples, n_channels)``, any rate.
+        sr : int
+            Sample rate of ``y``.
+        """
+        a = self.config.audio
+        duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
+        if duration > a.max_duration:
+            raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
+        y = audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration)
+        return self._prediction(self._scores(self._features(y)[None])[0], duration, None)
+
+    def _load(self, path: str | os.PathLike) -> tuple[np.ndarray, float]:
+        import soundfile as sf
+
+        a = self.config.audio
+        y = audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
+                           max_duration=a.max_duration)
+        info = sf.info(str(path))
+        return self._features(y), info.frames / info.samplerate
+
+    def predict_file(self, path: str | os.PathLike) -> Prediction:
+        """Recognise the emotion in an audio file (any format libsndfile reads)."""
+        x, duration = self._load(path)
+        return self._prediction(self._scores(x[None])[0], duration, str(path))
+
+    def predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32, progress: bool = False,
+                      errors: str = "raise") -> list[Prediction | SERError]:
+        """Recognise many files, in batches.
+
+        Parameters
+        ----------
+        paths : sequence of path-like
+            Audio files.
+        batch_size : int
+            Clips per model call.
+        progress : bool
+            Show a progress bar.
+        errors : {"raise", "return"}
+            On an unusable file, raise its error, or put the error in its place in
+            the result list and go on.
+
+        Returns
+        -------
+        list
+            One :class:`Prediction` (or, with ``errors="return"``, error) per path, in order.
+        """
+        from tqdm.auto import tqdm
+
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors={errors!r}: expected 'raise' or 'return'")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        results: list[Prediction | SERError | None] = [None] * len(paths)
+        with tqdm(total=len(paths), disable=not progress, desc="predict", unit="clip") as bar:
+            for start in range(0, len(paths), batch_size):
+                batch, feats = [], []
+                for i in range(start, min(start + batch_size, len(paths))):
+                    try:
+                        x, duration = self._load(paths[i])
+                    except SERError as exc:
+                        if errors == "raise":
+                            raise
+                        results[i] = exc
+                        continue
+                    batch.append((i, duration))
+                    feats.append(x)
+                if feats:
+                    probs = self._scores(np.stack(feats))
+                    for (i, duration), p in zip(batch, probs):
+                        results[i] = self._prediction(p, duration, str(paths[i]))
+                bar.update(min(batch_size, len(paths) - start))
+        return results  # type: ignore[return-value]
+
+
+def write_checksums(folder: str | os.PathLike) -> Path:
+    """Write ``SHA256SUMS`` (``sha256  name`` lines) for every file in ``folder``."""
+    folder = Path(folder)
+    lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")]
+    return atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+
+
+def verify_checksums(folder: str | os.PathLike) -> None:
+    """Refuse a model folder whose files are missing or differ from ``SHA256SUMS``.
+
+    Raises
+    ------
+    ModelError
+        Naming the first missing or altered file.
+    """
+    folder = Path(folder)
+    sums = folder / CHECKSUMS
+    if not sums.exists():
+        raise ModelError(f"{folder}: no {CHECKSUMS} file; not a ser model folder")
+    listed = {}
+    for line in sums.read_text().splitlines():
+        if line.strip():
+            digest, _, name = line.partition("  ")
+            listed[name.strip()] = digest.strip()
+    for name in MODEL_FILES:
+        if name not in listed:
+            raise ModelError(f"{folder}: {name} is not listed in {CHECKSUMS}")
+    for name, digest in listed.items():
+        file = folder / name
+        if "/" in name or not file.is_file():
+            raise ModelError(f"{file}: missing from the model folder")
+        if sha256_file(file) != digest:
+            raise ModelError(f"{file}: checksum mismatch; the file was modified or damaged")
+
+
+def model_card(config: Config, metadata: dict) -> str:
+    """A short Markdown model card from the config and recorded metrics."""
+    lines = [f"# ser model `{config.name}`", "",
+             "Speech emotion recognition: one of " + ", ".join(config.classes) + ".", "",
+             "## Input and features", "",
+             f"- audio resampled to {config.audio.sample_rate} Hz mono, first {config.audio.duration:g} s "
+             "(zero-padded if shorter)",
+             f"- features: {config.features.kind}"
+             + (f" ({config.features.n_mfcc} coefficients)" if config.features.kind == "mfcc" else
+                f" ({config.features.n_mels} bands)")
+             + f", n_fft {config.features.n_fft}, hop {config.features.hop_length}, normalisation "
+             f"{config.features.normalize}",
+             f"- model: {config.model.architecture}, filters {list(config.model.filters)}, dense "
+             f"{config.model.dense_units}", ""]
+    training = metadata.get("training", {})
+    if training:
+        lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in training.items()] + [""]
+    evaluations = metadata.get("evaluation", {})
+    if evaluations:
+        lines += ["## Evaluation (same recipe, held-out data)", "",
+                  "| protocol | accuracy | UAR | macro-F1 | source |", "|---|---|---|---|---|"]
+        for name, ev in evaluations.items():
+            lines.append(f"| {name} | {ev['accuracy']:.3f} | {ev['uar']:.3f} | {ev['macro_f1']:.3f} | "
+                         f"{ev.get('source', '')} |")
+        lines.append("")
+    lines += ["## Data and license", "",
+              metadata.get("data_license", "Trained on data whose license the trainer must state."), ""]
+    return "\n".join(lines)

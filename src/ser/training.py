@@ -1,0 +1,402 @@
+"""Splits, fitting one model, cross-validation, final fit and grid search.
+
+Every split is grouped by speaker (``Clip.speaker``): validation speakers are
+always drawn from the training side, so no test speaker's clips or statistics
+ever reach training, normalisation, early stopping or model choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ser.augment import mask_spectrogram
+from ser.cache import FeatureCache, compute_features
+from ser.config import Config
+from ser.dataset import Clip
+from ser.errors import ConfigError, ManifestError
+from ser.labels import encode
+from ser.utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: EmoBox speaker-independent RAVDESS folds (test actors of each of the 6 folds).
+SI6_FOLDS: tuple[tuple[int, ...], ...] = (
+    (1, 11, 20, 21), (4, 10, 12, 14), (8, 9, 19, 23), (3, 5, 7, 24), (2, 15, 16, 18), (6, 13, 17, 22),
+)
+
+PROTOCOLS = ("seed-split", "si6", "group-kfold")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/test split: indices into the clip list."""
+
+    number: int
+    train: np.ndarray
+    test: np.ndarray
+    test_speakers: tuple[str, ...] = ()
+
+
+def speakers_of(clips: Sequence[Clip]) -> np.ndarray:
+    """Speaker id per clip; a clip with no speaker is its own group."""
+    return np.array([c.speaker or f"clip:{c.path}" for c in clips])
+
+
+def seed_split(clips: Sequence[Clip], *, test_size: float = 0.2, seed: int = 42) -> list[Fold]:
+    """The original notebook's split: stratified random 80/20 over clips sorted by path.
+
+    Speaker-dependent (the same actors are on both sides): for comparison only.
+    """
+    from sklearn.model_selection import train_test_split
+
+    order = np.argsort([str(c.path) for c in clips], kind="stable")
+    labels = [clips[i].label for i in order]
+    train, test = train_test_split(order, test_size=test_size, stratify=labels, random_state=seed)
+    return [Fold(1, np.sort(train), np.sort(test))]
+
+
+def si6_folds(clips: Sequence[Clip]) -> list[Fold]:
+    """The ``si6`` protocol: EmoBox actor folds; folds with no clip of their actors are skipped."""
+    speakers = speakers_of(clips)
+    folds = []
+    for number, actors in enumerate(SI6_FOLDS, start=1):
+        names = tuple(str(a) for a in actors)
+        test = np.flatnonzero(np.isin(speakers, names))
+        if test.size == 0:
+            log.warning("si6 fold %d: none of actors %s in the data; skipped", number, actors)
+            continue
+        folds.append(Fold(number, np.flatnonzero(~np.isin(speakers, names)), test, names))
+    if not folds:
+        raise ManifestError("si6 needs RAVDESS actors 1-24 as speakers; none found in the data")
+    return folds
+
+
+def group_kfold(clips: Sequence[Clip], *, k: int = 5) -> list[Fold]:
+    """Speaker-grouped k-fold for any corpus (scikit-learn ``GroupKFold``)."""
+    from sklearn.model_selection import GroupKFold
+
+    speakers = speakers_of(clips)
+    if len(set(speakers)) < k:
+        raise ConfigError(f"folds={k}: only {len(set(speakers))} speakers in the data")
+    out = []
+    for number, (train, test) in enumerate(GroupKFold(n_splits=k).split(speakers, groups=speakers), start=1):
+        out.append(Fold(number, train, test, tuple(sorted(set(speakers[test])))))
+    return out
+
+
+def make_folds(clips: Sequence[Clip], protocol: str, *, k: int = 5, seed: int = 42) -> list[Fold]:
+    """Folds of a named protocol: ``seed-split``, ``si6`` or ``group-kfold``."""
+    if protocol == "seed-split":
+        return seed_split(clips, seed=seed)
+    if protocol == "si6":
+        return si6_folds(clips)
+    if protocol == "group-kfold":
+        return group_kfold(clips, k=k)
+    raise ConfigError(f"protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
+
+
+def pick_validation(speakers: np.ndarray, train: np.ndarray, *, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split training indices into (fit, validation) by drawing ``n`` training-side speakers."""
+    if n == 0:
+        return train, train[:0]
+    pool = sorted(set(speakers[train]), key=lambda s: (len(s), s))
+    if len(pool) <= n:
+        raise ConfigError(f"train.validation_speakers={n}: only {len(pool)} speakers on the training side")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(pool, size=n, replace=False)
+    is_val = np.isin(speakers[train], chosen)
+    return train[~is_val], train[is_val]
+
+
+def prepare_features(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
+                     jobs: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Clean features of every clip and, if augmentation is on, its augmented copies.
+
+    Copies are made for every clip, but a fold only ever trains on the copies of
+    its own training clips; test and validation clips are always used clean.
+    """
+    return compute_features([c.path for c in clips], config, copies=config.augment.copies, cache=cache,
+                            jobs=jobs, progress=progress)
+
+
+def describe_device() -> str:
+    """The device TensorFlow will train on, e.g. ``"GPU:0 (NVIDIA …)"`` or ``"CPU (2 cores)"``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU:0 ({details.get('device_name', gpus[0].name)})"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def _class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    # 'balanced' as in scikit-learn, for the classes present; absent classes get 1.
+    counts = np.bincount(y, minlength=n_classes)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = y.size / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
+        augmented: np.ndarray | None = None, progress: bool = False):
+    """Fit one model on the clips ``train`` (indices into ``x``).
+
+    Parameters
+    ----------
+    config : Config
+        Model and training settings.
+    x : numpy.ndarray
+        Clean features of all clips, shape ``(n, n_features, n_frames)``.
+    y : numpy.ndarray
+        Class indices of all clips, shape ``(n,)``.
+    speakers : numpy.ndarray
+        Speaker id of all clips, shape ``(n,)``.
+    train : numpy.ndarray
+        Indices usable for training; validation speakers are drawn from these.
+    augmented : numpy.ndarray, optional
+        Augmented copies, shape ``(n, copies, n_features, n_frames)``; only the
+        copies of fitting clips are used.
+    progress : bool
+        Show Keras' per-epoch progress.
+
+    Returns
+    -------
+    model : keras.Model
+        The fitted model (best validation epoch if ``train.restore_best``).
+    history : dict
+        Per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``),
+        plus ``validation_speakers`` and ``best_epoch``.
+    """
+    import keras
+
+    t = config.train
+    n_classes = len(config.classes)
+    fit_idx, val_idx = pick_validation(speakers, train, n=t.validation_speakers, seed=t.seed)
+    x_fit, y_fit = x[fit_idx], y[fit_idx]
+    if augmented is not None and config.augment.copies:
+        copies = augmented[fit_idx]
+        x_fit = np.concatenate([x_fit, copies.reshape(-1, *x.shape[1:])])
+        y_fit = np.concatenate([y_fit, np.repeat(y[fit_idx], copies.shape[1])])
+
+    keras.utils.set_random_seed(t.seed)
+    from ser.models import build_model
+
+    model = build_model(config, input_shape=x.shape[1:], x_train=x_fit)
+    weights = _class_weights(y_fit, n_classes) if t.class_weight == "balanced" else None
+    callbacks = []
+    validation = None
+    if val_idx.size:
+        validation = (x[val_idx][..., None], keras.utils.to_categorical(y[val_idx], n_classes))
+        if t.early_stopping_patience or t.restore_best:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=t.early_stopping_patience or t.epochs,
+                restore_best_weights=t.restore_best, verbose=0))
+    y_hot = keras.utils.to_categorical(y_fit, n_classes)
+    a = config.augment
+    if a.time_masks or a.freq_masks:
+        data = _MaskedBatches(x_fit, y_hot, weights, config, np.random.default_rng(t.seed))
+        hist = model.fit(data, epochs=t.epochs, validation_data=validation, callbacks=callbacks,
+                         verbose=2 if progress else 0)
+    else:
+        hist = model.fit(x_fit[..., None], y_hot, batch_size=t.batch_size, epochs=t.epochs, shuffle=True,
+                         class_weight=weights, validation_data=validation, callbacks=callbacks,
+                         verbose=2 if progress else 0)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history["validation_speakers"] = sorted(set(speakers[val_idx].tolist()), key=lambda s: (len(s), s))
+    if "val_loss" in history:
+        history["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
+    return model, history
+
+
+class _MaskedBatches:
+    """Shuffled batches with fresh spectrogram masks each epoch (a Keras ``PyDataset``)."""
+
+    def __new__(cls, *args, **kwargs):
+        import keras
+
+        # Build the subclass lazily so that importing this module does not import Keras.
+        class Batches(keras.utils.PyDataset):
+            def __init__(self, x, y, weights, config, rng):
+                super().__init__()
+                self.x, self.y, self.config, self.rng = x, y, config, rng
+                cls_of = y.argmax(axis=1)
+                self.w = np.array([weights[c] for c in cls_of], dtype=np.float32) if weights else None
+                self.order = rng.permutation(len(x))
+
+            def __len__(self):
+                return math.ceil(len(self.x) / self.config.train.batch_size)
+
+            def __getitem__(self, i):
+                bs = self.config.train.batch_size
+                idx = self.order[i * bs:(i + 1) * bs]
+                xb = mask_spectrogram(self.x[idx], config=self.config.augment, rng=self.rng)[..., None]
+                if self.w is None:
+                    return xb, self.y[idx]
+                return xb, self.y[idx], self.w[idx]
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(len(self.x))
+
+        return Batches(*args, **kwargs)
+
+
+def predict_proba(model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities, shape ``(n, n_classes)``, float32."""
+    return np.asarray(model.predict(x[..., None], batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def _fold_digest(config: Config, clips: Sequence[Clip], fold: Fold) -> str:
+    payload = json.dumps({"config": config.to_dict(), "train": [str(clips[i].path) for i in fold.train],
+                          "test": [str(clips[i].path) for i in fold.test]}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold], *, x: np.ndarray,
+                   augmented: np.ndarray | None = None, out_dir: str | os.PathLike | None = None,
+                   grid: dict | None = None, inner_folds: int = 3, cache: FeatureCache | None = None,
+                   progress: bool = False) -> list[dict]:
+    """Train on each fold's training side and predict its test clips.
+
+    With ``out_dir``, each finished fold is saved as ``fold_N/result.json`` and
+    reused on a rerun with the same config and split (resume). With ``grid``, the
+    config of each fold is chosen by :func:`grid_search` on that fold's training
+    speakers only.
+
+    Returns
+    -------
+    list of dict
+        Per fold: ``fold``, ``test_speakers``, ``paths``, ``y_true``, ``probs``,
+        ``history``, ``config`` (the one used) and ``train_s``.
+    """
+    import time
+
+    y = encode([c.label for c in clips], config.classes)
+    speakers = speakers_of(clips)
+    results = []
+    for fold in folds:
+        digest = _fold_digest(config, clips, fold) + (hashlib.sha256(json.dumps(grid, sort_keys=True).encode())
+                                                      .hexdigest() if grid else "")
+        path = Path(out_dir) / f"fold_{fold.number}" / "result.json" if out_dir else None
+        if path is not None and path.exists():
+            try:
+                saved = json.loads(path.read_text())
+                if saved.get("digest") == digest:
+                    log.info("fold %d: reusing %s", fold.number, path)
+                    results.append(saved)
+                    continue
+            except (OSError, json.JSONDecodeError):
+                pass  # unreadable: train the fold again
+        start = time.perf_counter()
+        fold_config, fold_x, fold_aug = config, x, augmented
+        if grid:
+            table = grid_search(clips, config, grid, train=fold.train, inner_folds=inner_folds, cache=cache)
+            fold_config = Config.from_dict(table["best_config"])
+            if path is not None:
+                write_grid_table(table, path.parent)
+            fold_x, fold_aug = prepare_features(clips, fold_config, cache=cache)
+        log.info("fold %d: training on %d clips, testing on %d (speakers %s)", fold.number, fold.train.size,
+                 fold.test.size, ", ".join(fold.test_speakers) or "mixed")
+        model, history = fit(fold_config, fold_x, y, speakers, fold.train, augmented=fold_aug, progress=progress)
+        probs = predict_proba(model, fold_x[fold.test])
+        result = {
+            "fold": fold.number, "test_speakers": list(fold.test_speakers),
+            "paths": [str(clips[i].path) for i in fold.test], "y_true": y[fold.test].tolist(),
+            "probs": np.round(probs, 6).tolist(), "history": history, "config": fold_config.to_dict(),
+            "train_s": round(time.perf_counter() - start, 1), "digest": digest,
+        }
+        if path is not None:
+            atomic_write_text(path, json.dumps(result) + "\n")
+        results.append(result)
+    return results
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    """All combinations of a grid ``{"dotted.key": [values…]}`` (validated keys)."""
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("grid: expected a non-empty JSON object of {\"section.field\": [values]}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def grid_search(clips: Sequence[Clip], config: Config, grid: dict, *, train: np.ndarray | None = None,
+                inner_folds: int = 3, cache: FeatureCache | None = None, progress: bool = False) -> dict:
+    """Choose config overrides by speaker-grouped inner cross-validation.
+
+    Only clips in ``train`` are used (default: all): their speakers are split
+    into ``inner_folds`` groups; each candidate is trained on the others and
+    scored by UAR on the held-out group. The best mean UAR wins.
+
+    Returns
+    -------
+    dict
+        ``{"rows": [{"params", "uar_mean", "uar_std", "uar_folds"}], "best_params", "best_config"}``,
+        rows sorted best first.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold
+
+    train = np.arange(len(clips)) if train is None else np.asarray(train)
+    speakers = speakers_of(clips)
+    if len(set(speakers[train])) < inner_folds:
+        raise ConfigError(f"inner_folds={inner_folds}: only {len(set(speakers[train]))} training speakers")
+    candidates = [(params, config.override(params)) for params in expand_grid(grid)]
+    y = encode([c.label for c in clips], config.classes)
+    splits = list(GroupKFold(n_splits=inner_folds).split(train, groups=speakers[train]))
+    rows = []
+    for params, cand in candidates:
+        x, aug = prepare_features(clips, cand, cache=cache, progress=progress)
+        scores = []
+        for inner_train, inner_val in splits:
+            model, _ = fit(cand, x, y, speakers, train[inner_train], augmented=aug)
+            pred = predict_proba(model, x[train[inner_val]]).argmax(axis=1)
+            scores.append(float(balanced_accuracy_score(y[train[inner_val]], pred)))
+        rows.append({"params": params, "uar_mean": float(np.mean(scores)), "uar_std": float(np.std(scores)),
+                     "uar_folds": scores})
+        log.info("grid %s: inner UAR %.3f", params, rows[-1]["uar_mean"])
+    rows.sort(key=lambda r: -r["uar_mean"])
+    best = dict(rows[0]["params"])
+    return {"rows": rows, "best_params": best, "best_config": config.override(best).to_dict(),
+            "inner_folds": inner_folds}
+
+
+def write_grid_table(table: dict, out_dir: str | os.PathLike) -> None:
+    """Save a grid-search table as ``grid.json`` and ``grid.md``."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "grid.json", json.dumps(table, indent=2) + "\n")
+    keys = list(table["rows"][0]["params"])
+    lines = ["| " + " | ".join(keys) + " | inner UAR (mean ± std) |", "|" + "---|" * (len(keys) + 1)]
+    for r in table["rows"]:
+        lines.append("| " + " | ".join(str(r["params"][k]) for k in keys)
+                     + f" | {r['uar_mean']:.3f} ± {r['uar_std']:.3f} |")
+    atomic_write_text(out_dir / "grid.md", f"Grid search, {table['inner_folds']} speaker-grouped inner folds\n\n"
+                      + "\n".join(lines) + "\n")
+
+
+def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
+              jobs: int | None = None, progress: bool = False):
+    """Train one model on all ``clips`` (validation speakers, if configured, drawn from them).
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict
+        See :func:`fit`.
+    """
+    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+    y = encode([c.label for c in clips], config.classes)
+    return fit(config, x, y, speakers_of(clips), np.arange(len(clips)), augmented=augmented, progress=progress)

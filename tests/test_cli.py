@@ -1,0 +1,162 @@
+"""The CLI through main([...]): every subcommand, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import tone
+from ser.cli import main
+from ser.errors import SERError
+
+
+@pytest.fixture(scope="module")
+def model_dir(corpus, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    code = main(["train", "-q", "--config", "tiny", "--set", "train.epochs=3", "--data", str(corpus),
+                 "--out", str(out), "--cache", str(cache_dir), "--jobs", "1", "--data-license", "synthetic"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.wav").write_text("this is not audio")
+    sf.write(d / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(d / "short.wav", tone("happy")[:800], 16000)
+    sf.write(d / "full.wav", tone("sad", seconds=2.0), 16000)
+    data = (d / "full.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(data[: len(data) // 2])
+    # One hour at 1 kHz: a genuinely hour-long file, cheap to write.
+    sf.write(d / "hour.wav", np.full(3600 * 1000, 0.1, dtype=np.float32), 1000, subtype="PCM_16")
+    return d
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_version_and_usage_errors(capsys):
+    """--help and --version exit 0, a usage error exits 2; python -m ser works."""
+    for argv, expected in ((["--help"], 0), (["--version"], 0), (["predict"], 2), (["bogus"], 2)):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == expected
+    proc = subprocess.run([sys.executable, "-m", "ser", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ser ")
+
+
+def test_data_index_and_summary(capsys, corpus, tmp_path):
+    """index writes a manifest; summary reads it back with class and speaker counts."""
+    manifest = tmp_path / "m.csv"
+    code, out, _ = run(capsys, "data", "index", str(corpus), "-o", str(manifest))
+    assert code == 0 and "96 clips, 6 speakers" in out
+    assert manifest.read_text().splitlines()[0] == "path,emotion,actor,gender,intensity,statement,repetition"
+    code, out, _ = run(capsys, "data", "summary", str(manifest))
+    assert code == 0 and "happy 12" in out and "16000 Hz: 96" in out
+    code, out, _ = run(capsys, "data", "summary", "--json", str(corpus))
+    assert code == 0 and json.loads(out)["clips"] == 96
+
+
+def test_bad_manifests_give_one_line(capsys, corpus, tmp_path):
+    """Unknown labels and missing paths: exit 1, one line naming the file, no traceback."""
+    wav = next(corpus.rglob("*.wav"))
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text(f"path,label\n{wav},happy\n{wav},bored\n")
+    code, _, err = run(capsys, "data", "summary", str(unknown))
+    assert code == 1 and err.strip() == f"error: {unknown}:3: label='bored': unknown emotion; expected one of " \
+        "neutral, calm, happy, sad, angry, fearful, disgust, surprised"
+    missing = tmp_path / "missing.csv"
+    missing.write_text("path,label\nnope1.wav,happy\nnope2.wav,sad\n")
+    code, _, err = run(capsys, "train", "--data", str(missing), "--out", str(tmp_path / "m"), "--config", "tiny")
+    assert code == 1 and "audio file not found" in err and "nope1.wav (and 1 more)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2  # device line + error
+    assert not (tmp_path / "m").exists()
+    code, _, err = run(capsys, "data", "index", str(tmp_path / "absent"))
+    assert code == 1 and err.strip().endswith("not a folder")
+
+
+def test_bad_config_values_give_one_line(capsys, corpus, tmp_path):
+    """A wrong --set or config file names the field."""
+    code, _, err = run(capsys, "config", "--config", "seed_cnn", "--set", "train.epochs=-1")
+    assert code == 1 and "train.epochs=-1" in err
+    code, out, _ = run(capsys, "config", "--config", "seed_cnn", "--set", "train.epochs=5")
+    assert code == 0 and json.loads(out)["train"]["epochs"] == 5
+    code, _, err = run(capsys, "config", "--config", str(tmp_path / "none.json"))
+    assert code == 1 and "config file not found" in err
+
+
+def test_predict_table_json_and_bad_files(capsys, model_dir, corpus, bad_files):
+    """Good files are predicted, each bad file gets one line, the exit code is 1."""
+    good = sorted(corpus.rglob("*.wav"))[:2]
+    code, out, err = run(capsys, "predict", "-q", "--json", "--model", str(model_dir), *map(str, good),
+                         str(bad_files), str(bad_files / "absent.wav"))
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and [r["source"] for r in lines] == [str(p) for p in good] + [str(bad_files / "full.wav")]
+    assert set(lines[0]["scores"]) == {"neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"}
+    expected = {"empty.wav": "empty file", "text.wav": "not a readable audio file", "silent.wav": "silent",
+                "short.wav": "shorter than the 0.1 s minimum", "truncated.wav": "truncated file",
+                "hour.wav": "3600.0 s is longer than the 60 s limit", "absent.wav": "file not found"}
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    for name, problem in expected.items():
+        assert any(name in line and problem in line for line in errors), (name, errors)
+    assert "7 of 10 files failed" in err and "Traceback" not in err
+    code, out, _ = run(capsys, "predict", "-q", "--model", str(model_dir), str(good[0]))
+    assert code == 0 and out.splitlines()[0].startswith("file") and str(good[0]) in out
+
+
+def test_predict_errors_without_any_good_file(capsys, model_dir, tmp_path):
+    """A missing model folder or an empty input folder is a handled error."""
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path / "none"), str(tmp_path))
+    assert code == 1 and "no audio files found" in err
+    (tmp_path / "x.wav").write_bytes(b"")
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path / "none"), str(tmp_path / "x.wav"))
+    assert code == 1 and "model folder not found" in err
+
+
+def test_verbose_shows_the_traceback(model_dir, tmp_path):
+    """-v re-raises the error so the traceback is visible."""
+    with pytest.raises(SERError):
+        main(["data", "index", "-v", str(tmp_path / "absent")])
+
+
+def test_evaluate_seed_split(capsys, corpus, cache_dir, tmp_path):
+    """evaluate prints per-fold and pooled metrics and the confusion matrix, and writes the report."""
+    code, out, _ = run(capsys, "evaluate", "-q", "--config", "tiny", "--set", "train.epochs=1", "--protocol",
+                       "seed-split", "--data", str(corpus), "--out", str(tmp_path / "run"), "--cache", str(cache_dir),
+                       "--jobs", "1")
+    assert code == 0 and "pooled (20 clips)" in out and "true \\ pred" in out
+    assert (tmp_path / "run" / "report.md").exists()
+
+
+def test_grid_command(capsys, corpus, cache_dir, tmp_path):
+    """grid writes its table and the best config, which is a valid config file."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"model.dense_units": [8, 16]}))
+    code, out, _ = run(capsys, "grid", "-q", "--config", "tiny", "--set", "train.epochs=1", "--data", str(corpus),
+                       "--grid", str(grid), "--inner-folds", "2", "--out", str(tmp_path / "g"), "--cache",
+                       str(cache_dir))
+    assert code == 0 and out.count("inner UAR") == 2
+    code, out, _ = run(capsys, "config", "--config", str(tmp_path / "g" / "best_config.json"))
+    assert code == 0 and json.loads(out)["model"]["dense_units"] in (8, 16)
+
+
+def test_download_failure_is_one_line(capsys, tmp_path):
+    """An unreachable download URL (a closed local port) is a handled error."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = run(capsys, "data", "download", "-q", str(tmp_path / "d"), "--url",
+                       f"http://127.0.0.1:{port}/a.zip")
+    assert code == 1 and "connection failed" in err and "Traceback" not in err
