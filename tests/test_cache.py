@@ -141,8 +141,6 @@ def test_bad_file_raises_audio_error_naming_it(corpus, tmp_path):
         compute_features([*files(corpus, 2), bad], CFG, cache=FeatureCache(tmp_path / "cache"), jobs=1)
 
 
-@pytest.mark.xfail(strict=True, reason="cache._clip_task hashes the file (sha256_file) before audio.load "
-                                       "validates it, so a missing path raises FileNotFoundError, not AudioError")
 def test_missing_file_raises_audio_error(corpus, tmp_path):
     """compute_features documents AudioError for the first unusable file, a missing one included."""
     gone = tmp_path / "gone.wav"

@@ -94,6 +94,8 @@ def _clip_task(args: tuple[str, dict, int, str | None]) -> list[np.ndarray]:
     path, config_dict, copies, cache_root = args
     config = Config.from_dict(config_dict)
     cache = FeatureCache(cache_root)
+    if not Path(path).is_file():
+        audio_mod.load(path, sr=config.audio.sample_rate)  # raises the AudioError that names the problem
     content = sha256_file(path)
     keys = [hashlib.sha256((content + settings_digest(config, c)).encode()).hexdigest() for c in range(copies + 1)]
     out = [cache.get(k) for k in keys]
@@ -150,6 +152,8 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
     """
     from tqdm.auto import tqdm
 
+    if not paths:
+        raise ValueError("paths: expected at least one audio file")
     root = str(cache.root) if cache is not None and cache.root is not None else None
     tasks = [(str(p), config.to_dict(), copies, root) for p in paths]
     jobs = jobs or os.cpu_count() or 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,9 @@ from ser.labels import EMOTIONS
 
 def _check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                  *, low_open: bool = False) -> None:
+    # NaN passes every comparison and inf every lower bound: refuse both first.
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r}: expected a finite number")
     if low is not None and (value <= low if low_open else value < low):
         bound = f"> {low}" if low_open else f">= {low}"
         raise ConfigError(f"{name}={value!r}: expected a value {bound}")
@@ -52,7 +56,7 @@ class AudioConfig:
     def __post_init__(self) -> None:
         _check_range("audio.sample_rate", self.sample_rate, 1000, 192000)
         _check_range("audio.duration", self.duration, 0.0, 60.0, low_open=True)
-        _check_range("audio.min_duration", self.min_duration, 0.0)
+        _check_range("audio.min_duration", self.min_duration, 0.0, self.duration)
         _check_range("audio.max_duration", self.max_duration, self.min_duration, low_open=True)
 
 
