@@ -29,6 +29,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seed_cnn")
     parser.add_argument("--protocol", default="si6", choices=["seed-split", "si6"])
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override train.seed (the protocol's seed-split itself stays random_state=42)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
@@ -44,6 +46,9 @@ def main() -> int:
     clips = load_dataset(args.data)
     config = preset(args.preset)
     name = f"accuracy_{args.preset}_{args.protocol}"
+    if args.seed is not None:
+        config = config.override({"train.seed": args.seed})
+        name += f"_seed{args.seed}"
     work = Path(args.work) / name
     report = evaluate(clips, config, protocol=args.protocol, out_dir=work, cache=FeatureCache(default_cache_dir()),
                       progress=False)
@@ -54,9 +59,13 @@ def main() -> int:
         "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
         "date": report["date"],
         "machine": {"cpus": os.cpu_count(), "gpu": report["machine"]["gpu"], "device": report["device"]},
-        # Whole command, features included; a resumed run counts only its own part.
+        # Whole command, features included. A resumed run reuses finished folds, so its
+        # wall time misses their training: train_s_total (kept per fold) covers all folds.
         "wall_s": round(time.perf_counter() - start, 1),
+        "train_s_total": round(sum(f["train_s"] or 0 for f in s["folds"]), 1),
+        "folds_resumed": sum(f["resumed"] for f in s["folds"]),
         "preset": args.preset,
+        "seed": config.train.seed,
         "protocol": args.protocol,
         "clips": len(clips),
         "data": "RAVDESS speech, 1440 clips, 24 actors (16 kHz FLAC copy)",

@@ -121,7 +121,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from ser.dataset import load_dataset
-    from ser.evaluation import plot_history
     from ser.inference import Recognizer
     from ser.training import describe_device, fit_final
 
@@ -136,10 +135,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data_license:
         metadata["data_license"] = args.data_license
     out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
-    plot_history(history, out / "curves.png", title=config.name)
-    from ser.inference import write_checksums
-
-    write_checksums(out)
     print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
     return 0
 

@@ -51,7 +51,7 @@ def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
         m = metrics(f["y_true"], pred, classes)
         per_fold.append({"fold": f["fold"], "test_speakers": f["test_speakers"], "n": m["n"],
                          "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
-                         "train_s": f.get("train_s"), "best_epoch": f["history"].get("best_epoch"),
+                         "train_s": f.get("train_s"), "resumed": bool(f.get("resumed")), "best_epoch": f["history"].get("best_epoch"),
                          "epochs_run": len(f["history"].get("loss", []))})
     y_true = np.concatenate([f["y_true"] for f in folds])
     y_pred = np.concatenate([np.asarray(f["probs"]).argmax(axis=1) for f in folds])
@@ -68,9 +68,9 @@ def confusion_text(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     """The confusion matrix as a fixed-width text table (rows = true, columns = predicted)."""
     short = [c[:7] for c in classes]
     width = max(7, max(len(str(v)) for row in confusion for v in row))
-    lines = ["true \\ pred".ljust(11) + " ".join(s.rjust(width) for s in short)]
+    lines = ["true \\ pred".ljust(12) + " ".join(s.rjust(width) for s in short)]
     for name, row in zip(short, confusion):
-        lines.append(name.ljust(11) + " ".join(str(v).rjust(width) for v in row))
+        lines.append(name.ljust(12) + " ".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 
 

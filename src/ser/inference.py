@@ -6,7 +6,7 @@ A model folder carries everything needed to use it::
     config.json     the full Config: inference rebuilds audio and features from it
     labels.json     output classes in order
     metrics.json    evaluation results known when it was saved
-    history.json    training curves
+    history.json    training curves (and curves.png)
     README.md       model card (data, protocol, metrics, license)
     SHA256SUMS      checksums of the files above; a mismatch refuses the load
 """
@@ -142,7 +142,10 @@ class Recognizer:
             atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
             atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
             if history is not None:
+                from ser.evaluation import plot_history
+
                 atomic_write_text(tmp / "history.json", json.dumps(history) + "\n")
+                plot_history(history, tmp / "curves.png", title=self.config.name)
             atomic_write_text(tmp / "README.md", card or model_card(self.config, self.metadata))
             write_checksums(tmp)
             if path.exists():

@@ -294,7 +294,7 @@ def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold],
                 saved = json.loads(path.read_text())
                 if saved.get("digest") == digest:
                     log.info("fold %d: reusing %s", fold.number, path)
-                    results.append(saved)
+                    results.append({**saved, "resumed": True})
                     continue
             except (OSError, json.JSONDecodeError):
                 pass  # unreadable: train the fold again
