@@ -215,3 +215,9 @@ def test_load_validates(tmp_path):
     path.write_text(json.dumps({"train": {"epochs": 0}}))
     with pytest.raises(ConfigError, match=r"train\.epochs=0"):
         Config.load(path)
+
+
+def test_min_duration_cannot_exceed_duration():
+    """A minimum clip length above the analysed length would refuse every clip; it is refused instead."""
+    with pytest.raises(ConfigError, match=r"audio\.min_duration=5\.0"):
+        AudioConfig(duration=1.0, min_duration=5.0)

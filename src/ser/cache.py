@@ -8,6 +8,7 @@ featurised in worker processes so both cores are used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import numpy as np
 from ser import audio as audio_mod
 from ser.augment import augment_waveform
 from ser.config import Config
-from ser.features import extract
+from ser.features import extract, stats_pool
 from ser.utils import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,31 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ser" / "features"
 
 
+@functools.lru_cache(maxsize=2)
+def whisper_encoder():
+    """The Whisper-base encoder, loaded once per process (checksum verified)."""
+    from ser.encoders import WhisperEncoder
+
+    return WhisperEncoder.from_dir()
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder_digest() -> str:
+    from ser.encoders import default_whisper_dir
+
+    # The folder's SHA256SUMS names the weights; hashing 145 MB per process would be wasteful.
+    sums = default_whisper_dir() / "SHA256SUMS"
+    for line in sums.read_text().splitlines() if sums.exists() else []:
+        if line.strip().endswith("model.bin"):
+            return line.split()[0]
+    return sha256_file(default_whisper_dir() / "model.bin")
+
+
 def settings_digest(config: Config, copy: int) -> str:
     """Digest of everything besides the file content that determines an entry."""
     parts = {"v": CACHE_VERSION, "audio": config.to_dict()["audio"], "features": config.to_dict()["features"]}
+    if config.features.kind == "whisper":
+        parts["encoder"] = _encoder_digest()
     if copy:
         parts.update(augment=config.to_dict()["augment"], seed=config.train.seed, copy=copy)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -83,10 +106,32 @@ class FeatureCache:
         atomic_write_bytes(self._path(key), buf.getvalue())
 
 
-def _fixed_clip(path: str, config: Config) -> np.ndarray:
+def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | None = None) -> np.ndarray:
+    """Decode the part of a file the model analyses: at most ``audio.duration`` seconds at its rate."""
     a = config.audio
-    y = audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration)
-    return audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
+    return audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
+                          max_duration=max_duration)
+
+
+def featurize(y: np.ndarray, config: Config) -> np.ndarray:
+    """Features of one decoded clip, as the model expects them.
+
+    Spectral kinds cut or zero-pad the clip to exactly ``audio.duration``; the
+    whisper kind runs the encoder on the clip's own length. The one place that
+    maps a waveform to model input, for training and inference alike.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape :func:`ser.features.feature_shape`.
+    """
+    a = config.audio
+    if config.features.kind == "whisper":
+        from ser.encoders import encode_waveform
+
+        return stats_pool(encode_waveform(y[: int(round(a.duration * a.sample_rate))], whisper_encoder()))
+    y = audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
+    return extract(y, sr=a.sample_rate, config=config.features)
 
 
 def _clip_task(args: tuple[str, dict, int, str | None]) -> list[np.ndarray]:
@@ -101,21 +146,29 @@ def _clip_task(args: tuple[str, dict, int, str | None]) -> list[np.ndarray]:
     out = [cache.get(k) for k in keys]
     if all(x is not None for x in out):
         return out  # type: ignore[return-value]
-    y = _fixed_clip(path, config)
+    y = load_clip(path, config)
     sr = config.audio.sample_rate
     for c, key in enumerate(keys):
         if out[c] is not None:
             continue
         if c == 0:
-            x = extract(y, sr=sr, config=config.features)
+            x = featurize(y, config)
         else:
             # Seeded by run seed, file content and copy index: the same training clip
             # gets the same copies in every fold and every rerun.
             rng = np.random.default_rng([config.train.seed, int(content[:15], 16), c])
-            x = extract(augment_waveform(y, sr=sr, config=config.augment, rng=rng), sr=sr, config=config.features)
+            x = featurize(augment_waveform(y, sr=sr, config=config.augment, rng=rng), config)
         cache.put(key, x)
         out[c] = x
     return out  # type: ignore[return-value]
+
+
+def _single_threaded_worker() -> None:
+    # One BLAS thread per worker process: the workers already fill the cores, and
+    # oversubscribed BLAS threads (the encoder is matrix products) slow everything down.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copies: int = 0,
@@ -162,7 +215,8 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
         results = [_clip_task(t) for t in tqdm(tasks, **bar)]
     else:
         # forkserver: forking a process that may already hold TensorFlow's threads is unsafe.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver"),
+                                 initializer=_single_threaded_worker) as pool:
             results = list(tqdm(pool.map(_clip_task, tasks, chunksize=8), **bar))
     clean = np.stack([r[0] for r in results]).astype(np.float32)
     augmented = np.stack([np.stack(r[1:]) for r in results]).astype(np.float32) if copies else None

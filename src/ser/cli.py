@@ -103,8 +103,8 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 def cmd_data_download(args: argparse.Namespace) -> int:
     from ser.download import RAVDESS_MD5, RAVDESS_URL, download_ravdess
 
-    dest = download_ravdess(args.dest, url=args.url or RAVDESS_URL,
-                            md5=args.md5 if args.md5 is not None else RAVDESS_MD5, progress=not args.quiet)
+    md5 = RAVDESS_MD5 if args.md5 is None else (args.md5 or None)  # --md5 '' skips the check
+    dest = download_ravdess(args.dest, url=args.url or RAVDESS_URL, md5=md5, progress=not args.quiet)
     print(f"{dest}: RAVDESS speech ready (next: ser data index {dest})")
     return 0
 

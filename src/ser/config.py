@@ -66,8 +66,11 @@ class FeatureConfig:
 
     Parameters
     ----------
-    kind : {"mfcc", "logmel"}
-        MFCC (librosa defaults otherwise) or log-power mel spectrogram.
+    kind : {"mfcc", "logmel", "whisper"}
+        MFCC (librosa defaults otherwise), log-power mel spectrogram, or the
+        frozen Whisper-base encoder: every layer's hidden states, pooled over
+        time (mean and std) → ``(7, 1024)``; computed on each clip's own length
+        (up to ``audio.duration``), at 16 kHz.
     n_mfcc : int
         Number of MFCC coefficients (``kind="mfcc"``).
     n_mels : int
@@ -78,7 +81,7 @@ class FeatureConfig:
         ``"clip"`` z-normalises each clip's whole matrix by its own mean and std.
     """
 
-    kind: Literal["mfcc", "logmel"] = "mfcc"
+    kind: Literal["mfcc", "logmel", "whisper"] = "mfcc"
     n_mfcc: int = 40
     n_mels: int = 128
     n_fft: int = 2048
@@ -165,14 +168,17 @@ class ModelConfig:
 
     Parameters
     ----------
-    architecture : {"cnn2d"}
-        Stack of Conv2D blocks over the (features, frames) image.
+    architecture : {"cnn2d", "mlp"}
+        Stack of Conv2D blocks over the (features, frames) image, or (for encoder
+        features of shape (layers, dims)) a learned weighted sum of layers → MLP.
     filters : tuple of int
         Filters of each Conv2D → BatchNorm → MaxPool → Dropout block.
     kernel_size : int
         Square convolution kernel.
     conv_dropout, dense_dropout : float
         Dropout after each conv block / the dense layer.
+    input_dropout : float
+        Dropout on the MLP's input (the weighted layer sum).
     dense_units : int
         Width of the hidden dense layer.
     input_normalization : bool
@@ -180,12 +186,13 @@ class ModelConfig:
         training side only (saved inside the model).
     """
 
-    architecture: Literal["cnn2d"] = "cnn2d"
+    architecture: Literal["cnn2d", "mlp"] = "cnn2d"
     filters: tuple[int, ...] = (32, 64, 128)
     kernel_size: int = 3
     conv_dropout: float = 0.2
     dense_units: int = 128
     dense_dropout: float = 0.3
+    input_dropout: float = 0.0
     input_normalization: bool = False
 
     def __post_init__(self) -> None:
@@ -196,6 +203,7 @@ class ModelConfig:
         _check_range("model.kernel_size", self.kernel_size, 1, 15)
         _check_range("model.conv_dropout", self.conv_dropout, 0.0, 0.9)
         _check_range("model.dense_dropout", self.dense_dropout, 0.0, 0.9)
+        _check_range("model.input_dropout", self.input_dropout, 0.0, 0.9)
         _check_range("model.dense_units", self.dense_units, 1, 8192)
 
 
@@ -272,6 +280,11 @@ class Config:
         unknown = [c for c in self.classes if c not in EMOTIONS]
         if unknown or len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ConfigError(f"classes={list(self.classes)}: expected 2+ distinct names from {list(EMOTIONS)}")
+        if self.features.kind == "whisper" and self.audio.sample_rate != 16000:
+            raise ConfigError(f"audio.sample_rate={self.audio.sample_rate}: the whisper features need 16000")
+        if (self.features.kind == "whisper") != (self.model.architecture == "mlp"):
+            raise ConfigError(f"model.architecture={self.model.architecture!r}: use 'mlp' with whisper features "
+                              "and 'cnn2d' with spectral ones")
 
     # --- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -395,6 +408,23 @@ def _cnn() -> Config:
     )
 
 
+def _accurate() -> Config:
+    # The frozen Whisper-base encoder (all 7 hidden states, mean + std over each
+    # clip's own length), a learned weighted sum of layers and a small MLP, with
+    # waveform augmentation before the encoder and early stopping on validation
+    # speakers from the training side.
+    return Config(
+        name="accurate",
+        audio=AudioConfig(sample_rate=16000, duration=30.0),
+        features=FeatureConfig(kind="whisper"),
+        augment=AugmentConfig(copies=2),
+        model=ModelConfig(architecture="mlp", dense_units=256, dense_dropout=0.3, input_dropout=0.2,
+                          input_normalization=True),
+        train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3, validation_speakers=2,
+                          early_stopping_patience=10, restore_best=True),
+    )
+
+
 def _tiny() -> Config:
     # For tests and smoke runs: small and quick, same code paths as the real presets.
     return Config(
@@ -406,11 +436,11 @@ def _tiny() -> Config:
     )
 
 
-PRESETS = {"seed_cnn": _seed_cnn, "cnn": _cnn, "tiny": _tiny}
+PRESETS = {"seed_cnn": _seed_cnn, "cnn": _cnn, "accurate": _accurate, "tiny": _tiny}
 
 
 def preset(name: str) -> Config:
-    """Return the named preset config (``seed_cnn``, ``cnn`` or ``tiny``)."""
+    """Return the named preset config (``seed_cnn``, ``cnn``, ``accurate`` or ``tiny``)."""
     try:
         return PRESETS[name]()
     except KeyError:

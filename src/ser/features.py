@@ -41,13 +41,35 @@ def normalize_clip(x: np.ndarray, *, eps: float = 1e-8) -> np.ndarray:
     return ((x - x.mean()) / (x.std() + eps)).astype(np.float32)
 
 
+def stats_pool(hidden: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation over time of each layer's hidden states.
+
+    Parameters
+    ----------
+    hidden : numpy.ndarray
+        Shape ``(n_layers, n_frames, dim)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(n_layers, 2 * dim)``: means then standard deviations.
+    """
+    return np.concatenate([hidden.mean(axis=1), hidden.std(axis=1)], axis=-1).astype(np.float32)
+
+
+#: Output of the whisper feature kind: 7 hidden states of Whisper-base, mean + std of 512 dims.
+WHISPER_SHAPE = (7, 1024)
+
+
 def n_frames(audio: AudioConfig, features: FeatureConfig) -> int:
     """Number of frames of a fixed-length clip (librosa centres frames)."""
     return 1 + int(round(audio.duration * audio.sample_rate)) // features.hop_length
 
 
 def feature_shape(audio: AudioConfig, features: FeatureConfig) -> tuple[int, int]:
-    """``(n_features, n_frames)`` produced by :func:`extract` for these settings."""
+    """``(n_features, n_frames)`` of one clip's features for these settings."""
+    if features.kind == "whisper":
+        return WHISPER_SHAPE
     rows = features.n_mfcc if features.kind == "mfcc" else features.n_mels
     return rows, n_frames(audio, features)
 
@@ -62,7 +84,8 @@ def extract(y: np.ndarray, *, sr: int, config: FeatureConfig) -> np.ndarray:
     sr : int
         Its sample rate.
     config : FeatureConfig
-        Which features and how to normalise them.
+        Which spectral features (``mfcc`` or ``logmel``) and how to normalise them;
+        encoder features are computed by :func:`ser.cache.featurize`.
 
     Returns
     -------

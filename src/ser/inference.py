@@ -27,7 +27,7 @@ import numpy as np
 from ser import audio as audio_mod
 from ser.config import Config
 from ser.errors import AudioError, ConfigError, ModelError, SERError
-from ser.features import extract
+from ser.cache import featurize, load_clip
 from ser.utils import atomic_write_text, current_umask, sha256_file
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,7 @@ class Recognizer:
 
     # --- prediction ---------------------------------------------------
     def _features(self, y: np.ndarray) -> np.ndarray:
-        a = self.config.audio
-        y = audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
-        return extract(y, sr=a.sample_rate, config=self.config.features)
+        return featurize(y, self.config)
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
         import keras
@@ -201,9 +199,7 @@ class Recognizer:
     def _load(self, path: str | os.PathLike) -> tuple[np.ndarray, float]:
         import soundfile as sf
 
-        a = self.config.audio
-        y = audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
-                           max_duration=a.max_duration)
+        y = load_clip(path, self.config, max_duration=self.config.audio.max_duration)
         info = sf.info(str(path))
         return self._features(y), info.frames / info.samplerate
 

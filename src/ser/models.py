@@ -19,7 +19,9 @@ def build_model(config: Config, *, input_shape: tuple[int, int], x_train: np.nda
     config : Config
         ``config.model`` gives the architecture, ``config.train`` the optimiser and loss.
     input_shape : tuple of int
-        ``(n_features, n_frames)`` of one example.
+        ``(n_features, n_frames)`` of one example (``(n_layers, dims)`` for encoder
+        features). Models take it with a trailing channel axis of 1, which the
+        MLP drops again, so every model is called the same way.
     x_train : numpy.ndarray, optional
         Training examples, shape ``(n, n_features, n_frames)``; required when
         ``model.input_normalization`` is on (its statistics come from them only).
@@ -38,10 +40,14 @@ def build_model(config: Config, *, input_shape: tuple[int, int], x_train: np.nda
     if m.input_normalization:
         if x_train is None:
             raise ValueError("x_train is required when model.input_normalization is true")
-        # One mean/std per feature row (axis 1), from the training side only.
-        norm = layers.Normalization(axis=1, name="train_normalization")
+        # Statistics from the training side only: per feature row for images,
+        # per (layer, dimension) for encoder features.
+        axis = 1 if m.architecture == "cnn2d" else (1, 2)
+        norm = layers.Normalization(axis=axis, name="train_normalization")
         norm.adapt(x_train[..., None])
         x = norm(x)
+    if m.architecture == "mlp":
+        return _compile(_mlp_head(x, input_shape, config), inputs, config)
     for i, filters in enumerate(m.filters):
         x = layers.Conv2D(filters, m.kernel_size, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.BatchNormalization(name=f"bn{i}")(x)
@@ -50,8 +56,32 @@ def build_model(config: Config, *, input_shape: tuple[int, int], x_train: np.nda
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(m.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(m.dense_dropout, name="dense_drop")(x)
+    return _compile(x, inputs, config)
+
+
+def _mlp_head(x, input_shape: tuple[int, int], config: Config):
+    """Learned weighted sum over the layer axis, then one hidden dense layer."""
+    import keras
+    from keras import layers
+
+    m = config.model
+    n_layers, dim = input_shape
+    x = layers.Reshape((n_layers, dim), name="drop_channel")(x)
+    # Dense(1) over the layer axis = one learned weight per encoder layer (SUPERB-style).
+    x = layers.Permute((2, 1), name="layers_last")(x)
+    x = layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(1.0 / n_layers), name="layer_weights")(x)
+    x = layers.Reshape((dim,), name="weighted_sum")(x)
+    x = layers.Dropout(m.input_dropout, name="input_drop")(x)
+    x = layers.Dense(m.dense_units, activation="relu", name="dense")(x)
+    return layers.Dropout(m.dense_dropout, name="dense_drop")(x)
+
+
+def _compile(x, inputs, config: Config):
+    import keras
+    from keras import layers
+
     outputs = layers.Dense(len(config.classes), activation="softmax", name="emotion")(x)
-    model = keras.Model(inputs, outputs, name=f"ser_{m.architecture}")
+    model = keras.Model(inputs, outputs, name=f"ser_{config.model.architecture}")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.train.learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),

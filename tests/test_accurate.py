@@ -1,0 +1,74 @@
+"""The encoder-based `accurate` recipe end to end: features, MLP head, save/load, prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser.cache import FeatureCache, featurize, load_clip, settings_digest
+from ser.config import preset
+from ser.dataset import load_dataset
+from ser.errors import ConfigError
+from ser.evaluation import evaluate
+from ser.inference import Recognizer
+from ser.training import fit_final
+
+WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
+pytestmark = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
+
+
+def small(**changes):
+    return preset("accurate").override({"train.epochs": 4, "augment.copies": 1, "train.validation_speakers": 1,
+                                        **changes})
+
+
+def test_whisper_features_of_a_real_clip(ravdess):
+    """Every one of the 7 layers, mean + std over the clip's own length, finite."""
+    config = preset("accurate")
+    y = load_clip(ravdess / "Actor_01" / "03-01-05-02-01-01-01.flac", config)
+    x = featurize(y, config)
+    assert x.shape == (7, 1024) and x.dtype == np.float32 and np.all(np.isfinite(x))
+    assert np.all(x[:, 512:] >= 0)  # standard deviations
+    # Own length, not padded: a clip with 1 s of trailing silence gives other statistics.
+    padded = featurize(np.concatenate([y, np.zeros(16000, np.float32)]), config)
+    assert not np.allclose(padded, x, atol=1e-3)
+
+
+def test_whisper_config_checks():
+    """Whisper features need 16 kHz and the MLP head; spectral features the CNN."""
+    with pytest.raises(ConfigError, match="audio.sample_rate=22050"):
+        preset("accurate").override({"audio.sample_rate": 22050})
+    with pytest.raises(ConfigError, match="model.architecture='cnn2d'"):
+        preset("accurate").override({"model.architecture": "cnn2d"})
+    with pytest.raises(ConfigError, match="model.architecture='mlp'"):
+        preset("tiny").override({"model.architecture": "mlp"})
+    # The cache key of encoder features depends on the encoder's weights.
+    assert settings_digest(preset("accurate"), 0) != settings_digest(preset("accurate").override(
+        {"features.kind": "whisper", "audio.duration": 10.0}), 0)
+
+
+def test_accurate_recipe_trains_saves_and_predicts(corpus, cache_dir, tmp_path):
+    """Augmented copies before the encoder, weighted layers, early stopping; reload predicts identically."""
+    clips = load_dataset(corpus)
+    config = small()
+    model, history = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    assert len(history["validation_speakers"]) == 1 and history["best_epoch"] >= 1
+    weights = model.get_layer("layer_weights").get_weights()[0]
+    assert weights.shape == (7, 1)
+    folder = Recognizer(model, config).save(tmp_path / "acc")
+    rec = Recognizer.load(folder)
+    wav = sorted(corpus.rglob("*.wav"))[0]
+    first, second = rec.predict_file(wav), Recognizer.load(folder).predict_file(wav)
+    assert first.scores == second.scores and first.label in config.classes
+    y, sr = sf.read(wav, dtype="float32")
+    np.testing.assert_allclose(list(rec.predict(y, sr).scores.values()), list(first.scores.values()), atol=1e-5)
+
+
+def test_accurate_si6_runs(corpus, cache_dir, tmp_path):
+    """The speaker-independent protocol runs with encoder features."""
+    report = evaluate(load_dataset(corpus), small(**{"augment.copies": 0}), protocol="si6", out_dir=tmp_path,
+                      cache=FeatureCache(cache_dir), jobs=1)
+    assert report["summary"]["pooled"]["n"] == 96
