@@ -60,7 +60,7 @@ def test_data_index_and_summary(capsys, corpus, tmp_path):
     manifest = tmp_path / "m.csv"
     code, out, _ = run(capsys, "data", "index", str(corpus), "-o", str(manifest))
     assert code == 0 and "96 clips, 6 speakers" in out
-    assert manifest.read_text().splitlines()[0] == "path,emotion,actor,gender,intensity,statement,repetition"
+    assert manifest.read_text().splitlines()[0] == "path,emotion,actor,gender,intensity,statement,repetition,corpus"
     code, out, _ = run(capsys, "data", "summary", str(manifest))
     assert code == 0 and "happy 12" in out and "16000 Hz: 96" in out
     code, out, _ = run(capsys, "data", "summary", "--json", str(corpus))

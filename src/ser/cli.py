@@ -71,18 +71,21 @@ def _import_tensorflow_quietly(verbose: bool) -> None:
 # --- data ----------------------------------------------------------------
 
 def cmd_data_index(args: argparse.Namespace) -> int:
-    from ser.dataset import index_ravdess, write_manifest
+    from ser.dataset import index_corpus, write_manifest
 
-    clips = index_ravdess(args.root)
+    clips, dropped = index_corpus(args.root, args.corpus)
     write_manifest(clips, args.output)
-    print(f"{args.output}: {len(clips)} clips, {len({c.speaker for c in clips})} speakers")
+    print(f"{args.output}: {len(clips)} clips, {len({c.speaker for c in clips})} speakers "
+          f"({clips[0].meta.get('corpus', args.corpus)})")
+    if dropped:
+        print("dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
     return 0
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
-    from ser.dataset import load_dataset, summarize
+    from ser.dataset import load_datasets, summarize
 
-    summary = summarize(load_dataset(args.data))
+    summary = summarize(load_datasets(args.data))
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -120,16 +123,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly(args.verbose)
     import time
 
-    from ser.dataset import load_dataset
+    from ser.dataset import load_datasets
     from ser.inference import Recognizer
     from ser.training import describe_device, fit_final
 
     config = _config(args)
-    clips = load_dataset(args.data)
+    clips = load_datasets(args.data)
     print(f"device: {describe_device()}", file=sys.stderr)
     start = time.perf_counter()
     model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
-    metadata = {"training": {"data": str(args.data), "clips": len(clips),
+    metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
                              "train_s": round(time.perf_counter() - start, 1)}}
     if args.data_license:
@@ -141,11 +144,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly(args.verbose)
-    from ser.dataset import load_dataset
+    from ser.dataset import load_datasets
     from ser.evaluation import confusion_text, evaluate
 
     config = _config(args)
-    clips = load_dataset(args.data)
+    clips = load_datasets(args.data)
     report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
                       grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args), jobs=args.jobs,
                       progress=not args.quiet)
@@ -167,11 +170,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly(args.verbose)
-    from ser.dataset import load_dataset
+    from ser.dataset import load_datasets
     from ser.training import grid_search, write_grid_table
 
     config = _config(args)
-    table = grid_search(load_dataset(args.data), config, _read_grid(args.grid), inner_folds=args.inner_folds,
+    table = grid_search(load_datasets(args.data), config, _read_grid(args.grid), inner_folds=args.inner_folds,
                         cache=_cache(args), progress=not args.quiet)
     write_grid_table(table, args.out)
     from ser.config import Config
@@ -229,6 +232,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # --- parser -----------------------------------------------------------------
 
+DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ser``."""
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition: train, evaluate, predict.")
@@ -240,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="index, summarise or download a corpus")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    p = dsub.add_parser("index", parents=[common], help="RAVDESS folder -> manifest CSV")
-    p.add_argument("root", help="folder holding Actor_01 ... Actor_24")
+    p = dsub.add_parser("index", parents=[common], help="corpus folder -> manifest CSV")
+    p.add_argument("root", help="corpus folder (RAVDESS Actor_XX/..., CREMA-D, TESS, SAVEE or EmoDB)")
+    p.add_argument("--corpus", default="auto", help="auto (from the file names), ravdess, crema-d, tess, savee or "
+                   "emodb")
     p.add_argument("-o", "--output", default="manifest.csv", help="manifest to write (default: manifest.csv)")
     p.set_defaults(func=cmd_data_index)
     p = dsub.add_parser("summary", parents=[common], help="class balance, speakers, durations, sample rates")
-    p.add_argument("data", help="manifest CSV or RAVDESS folder")
+    p.add_argument("data", nargs="+", help="manifest CSVs and/or corpus folders")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_summary)
     p = dsub.add_parser("download", parents=[common], help="fetch and extract the official RAVDESS speech archive")
@@ -264,12 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", parents=[common, run], help="print a preset or config file as JSON")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("train", parents=[common, run], help="train a model on all clips and save its folder")
-    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data-license", help="license text for the model card")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate", parents=[common, run], help="cross-validate under a protocol and write a report")
-    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--protocol", default="si6", choices=["si6", "seed-split", "group-kfold"])
     p.add_argument("--folds", type=int, default=5, help="k for group-kfold")
     p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
@@ -277,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (reports; finished folds are resumed)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
-    p.add_argument("--data", required=True, help="manifest CSV or RAVDESS folder")
+    p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--grid", required=True, help="JSON grid {\"section.field\": [values]}")
     p.add_argument("--inner-folds", type=int, default=3)
     p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")

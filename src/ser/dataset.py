@@ -2,12 +2,18 @@
 
 A *manifest* is a CSV with one clip per row. Two forms are accepted everywhere:
 
-* the RAVDESS form written by :func:`index_ravdess`:
-  ``path,emotion,actor,gender,intensity,statement,repetition``;
+* the form written by :func:`write_manifest`:
+  ``path,emotion,actor,gender,intensity,statement,repetition,corpus`` (manifests
+  written before the ``corpus`` column was added are read as well);
 * a generic form: ``path,label[,speaker]``.
 
 Relative paths are resolved against the manifest's folder. In memory a manifest
 is a list of :class:`Clip`, sorted by path.
+
+Corpus folders are indexed from their official file names by :func:`index_corpus`
+(RAVDESS, CREMA-D, TESS, SAVEE, EmoDB; see :data:`CORPORA`), which maps each
+corpus's labels to :data:`ser.labels.EMOTIONS` with
+:data:`ser.labels.CORPUS_LABELS` and drops (and counts) labels with no counterpart.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ser.errors import ManifestError
-from ser.labels import RAVDESS_CODES, normalize_label
+from ser.labels import CORPUS_LABELS, DROPPED_LABEL_NAMES, RAVDESS_CODES, normalize_label
 from ser.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -30,7 +37,16 @@ log = logging.getLogger(__name__)
 #: Extensions read as audio when scanning folders (anything libsndfile decodes).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus"})
 
-RAVDESS_COLUMNS = ("path", "emotion", "actor", "gender", "intensity", "statement", "repetition")
+#: Columns written by :func:`write_manifest` (the name predates the other corpora; ``corpus``
+#: was added last, so older 7-column manifests still read).
+RAVDESS_COLUMNS = ("path", "emotion", "actor", "gender", "intensity", "statement", "repetition", "corpus")
+MANIFEST_COLUMNS = RAVDESS_COLUMNS
+#: Corpora whose folders :func:`index_corpus` reads from the official file names.
+CORPORA: tuple[str, ...] = ("ravdess", "crema-d", "tess", "savee", "emodb")
+#: Key of :func:`index_corpus`'s drop counts for audio files whose names follow no convention.
+UNRECOGNISED = "unrecognised file name"
+#: Key of :func:`index_corpus`'s drop counts for RAVDESS song and video files (modality/channel not 03-01).
+RAVDESS_NON_SPEECH = "RAVDESS song or video"
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 
@@ -48,7 +64,9 @@ class Clip:
     speaker : str
         Speaker id ("" when unknown); splits are grouped by it.
     meta : dict
-        Extra columns (RAVDESS: gender, intensity, statement, repetition).
+        Extra columns: ``gender``, ``intensity``, ``statement``, ``repetition`` where the
+        corpus has them, and ``corpus`` (one of :data:`CORPORA`) for clips indexed from a
+        corpus folder.
     """
 
     path: Path
@@ -123,14 +141,271 @@ def index_ravdess(root: str | os.PathLike) -> list[Clip]:
     return clips
 
 
+# --- other corpora ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Name:
+    """A file name read by a corpus's convention, before its label is mapped."""
+
+    code: str  # the corpus's emotion code, as written in CORPUS_LABELS
+    speaker: str  # the corpus's own speaker id (without the corpus prefix)
+    meta: dict
+
+
+_CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$", re.IGNORECASE)
+_CREMA_D_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
+_TESS_SPEAKERS = ("OAF", "YAF")  # older and younger adult female
+_SAVEE_NAME = re.compile(r"^(?:(DC|JE|JK|KL)_)?(sa|su|a|d|f|h|n)(\d\d)$", re.IGNORECASE)
+_SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")  # four male speakers
+_EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([a-z])([a-z])$", re.IGNORECASE)
+_EMODB_GENDERS = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male", "12": "male",
+                  "13": "female", "14": "female", "15": "male", "16": "female"}
+_CORPUS_TITLES = {"ravdess": "RAVDESS speech", "crema-d": "CREMA-D", "tess": "TESS", "savee": "SAVEE",
+                  "emodb": "EmoDB"}
+_CORPUS_EXAMPLES = {"ravdess": "Actor_XX/03-01-EE-II-SS-RR-AA.wav", "crema-d": "AudioWAV/1001_DFA_ANG_XX.wav",
+                    "tess": "OAF_angry/OAF_back_angry.wav", "savee": "DC_a01.wav or DC/a01.wav",
+                    "emodb": "wav/03a01Wa.wav"}
+
+
+def _read_crema_d(path: Path) -> _Name | None:
+    """``1001_DFA_ANG_XX``: actor 1001-1091, sentence, emotion, level (LO/MD/HI/XX)."""
+    match = _CREMA_D_NAME.match(path.stem)
+    if not match:
+        return None
+    actor, sentence, code, level = (g.upper() for g in match.groups())
+    if not 1001 <= int(actor) <= 1091 or level not in _CREMA_D_LEVELS:
+        return None
+    return _Name(code, actor, {"intensity": _CREMA_D_LEVELS[level], "statement": sentence})
+
+
+def _read_tess(path: Path) -> _Name | None:
+    """``OAF_back_angry``: speaker = first token, emotion = last token, word = the tokens between.
+
+    A first token that is not OAF/YAF (the corpus has a few irregular names) falls back to
+    the speaker prefix of the folder (``OAF_angry/``); ``…_pleasant_surprise(d)`` reads as ``ps``.
+    """
+    tokens = path.stem.split("_")
+    if len(tokens) < 3:
+        return None
+    speaker = tokens[0].upper()
+    if speaker not in _TESS_SPEAKERS:
+        speaker = path.parent.name.split("_")[0].upper()
+        if speaker not in _TESS_SPEAKERS:
+            return None
+    words, code = tokens[1:-1], tokens[-1].lower()
+    if code in ("surprise", "surprised") and len(words) > 1 and words[-1].lower() == "pleasant":
+        words, code = words[:-1], "ps"
+    if not all(words):
+        return None
+    return _Name(code, speaker, {"gender": "female", "statement": "_".join(words)})
+
+
+def _read_savee(path: Path) -> _Name | None:
+    """``DC_a01`` (flat) or ``DC/a01`` (speaker folders): speaker, emotion letters, 2-digit number."""
+    match = _SAVEE_NAME.match(path.stem)
+    if not match:
+        return None
+    speaker = (match.group(1) or path.parent.name).upper()
+    if speaker not in _SAVEE_SPEAKERS:
+        return None
+    return _Name(match.group(2).lower(), speaker, {"gender": "male", "statement": int(match.group(3))})
+
+
+def _read_emodb(path: Path) -> _Name | None:
+    """``03a01Fa``: speaker (2 digits), text code, emotion letter, version letter."""
+    match = _EMODB_NAME.match(path.stem)
+    if not match or match.group(1) not in _EMODB_GENDERS:
+        return None
+    speaker, text, code, version = match.groups()
+    return _Name(code.upper(), speaker, {"gender": _EMODB_GENDERS[speaker], "statement": text.lower(),
+                                         "repetition": version.lower()})
+
+
+_READERS = {"crema-d": _read_crema_d, "tess": _read_tess, "savee": _read_savee, "emodb": _read_emodb}
+
+
+def _corpus_key(name: str) -> str:
+    return re.sub(r"[\s_-]", "", str(name).lower())
+
+
+def _check_corpus(corpus: str, *, auto: bool) -> str:
+    """Canonical corpus name (case, ``-``/``_`` ignored: ``CREMA_D`` → ``crema-d``), or ``auto``."""
+    names = {_corpus_key(c): c for c in CORPORA}
+    if auto and _corpus_key(corpus) == "auto":
+        return "auto"
+    if _corpus_key(corpus) not in names:
+        expected = ("auto or " if auto else "") + "one of " + ", ".join(CORPORA)
+        raise ManifestError(f"corpus={corpus!r}: unknown corpus; expected {expected}")
+    return names[_corpus_key(corpus)]
+
+
+def _parse(path: Path, corpus: str) -> tuple[Clip | None, str | None]:
+    """``(clip, None)``, or ``(None, key)`` with the drop-count key (dropped label or unrecognised name)."""
+    if corpus == "ravdess":
+        clip = parse_ravdess_name(path)
+        if clip is None:
+            return None, RAVDESS_NON_SPEECH if _RAVDESS_NAME.match(path.stem) else UNRECOGNISED
+        return replace(clip, meta={**clip.meta, "corpus": corpus}), None
+    name = _READERS[corpus](path)
+    labels = CORPUS_LABELS[corpus]
+    if name is None or name.code not in labels:
+        return None, UNRECOGNISED
+    label = labels[name.code]
+    if label is None:
+        return None, DROPPED_LABEL_NAMES.get(corpus, {}).get(name.code, f"{corpus} {name.code}")
+    return Clip(path=path.resolve(), label=label, speaker=f"{corpus}:{name.speaker}",
+                meta={**name.meta, "corpus": corpus}), None
+
+
+def _matches(path: Path, corpus: str) -> bool:
+    """Whether the name follows the corpus's convention (a dropped label still matches)."""
+    if corpus == "ravdess":
+        return _RAVDESS_NAME.match(path.stem) is not None
+    name = _READERS[corpus](path)
+    return name is not None and name.code in CORPUS_LABELS[corpus]
+
+
+def parse_corpus_name(path: str | os.PathLike, corpus: str) -> Clip | None:
+    """Parse a file name by the official naming of ``corpus`` into a :class:`Clip`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Audio file; only its name (and, for TESS and SAVEE, its folder's name) is read.
+    corpus : str
+        One of :data:`CORPORA` (case, ``-`` and ``_`` ignored).
+
+    Returns
+    -------
+    Clip or None
+        The clip, with ``meta["corpus"]`` and, where known, ``meta["gender"]``; speakers
+        other than RAVDESS's are prefixed with the corpus (``"emodb:03"``). ``None`` when
+        the name does not follow the convention or its label has no counterpart in
+        :data:`ser.labels.EMOTIONS` (:func:`index_corpus` counts both).
+
+    Raises
+    ------
+    ManifestError
+        If ``corpus`` is unknown, or (RAVDESS only, as :func:`parse_ravdess_name`) the
+        name has the RAVDESS shape but an impossible field value.
+    """
+    return _parse(Path(path), _check_corpus(corpus, auto=False))[0]
+
+
+def _audio_files(root: Path) -> list[Path]:
+    return [p for p in sorted(root.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+
+
+def _detect_corpus(root: Path, files: list[Path]) -> str:
+    """Majority vote of the corpus naming conventions over the audio files of ``root``."""
+    if not files:
+        raise ManifestError(f"{root}: no audio files; cannot detect the corpus")
+    votes = Counter({corpus: sum(_matches(p, corpus) for p in files) for corpus in CORPORA})
+    best = max(votes.values())
+    if best == 0:
+        raise ManifestError(f"{root}: cannot detect the corpus: none of {len(files)} audio files is named like "
+                            f"{', '.join(CORPORA)} (pass the corpus or use a manifest CSV)")
+    winners = [c for c in CORPORA if votes[c] == best]
+    if len(winners) > 1:
+        raise ManifestError(f"{root}: cannot detect the corpus: {best} audio files each named like "
+                            f"{' and '.join(winners)} (pass the corpus)")
+    others = {c: n for c, n in votes.items() if n and c != winners[0]}
+    log.info("%s: detected %s (%d of %d audio files)%s", root, winners[0], best, len(files),
+             f"; also named like {others}" if others else "")
+    return winners[0]
+
+
+def _crema_d_genders(root: Path) -> dict[str, str]:
+    """Actor id → gender from CREMA-D's ``VideoDemographics.csv`` in ``root`` or its parent, if there."""
+    found = [d / "VideoDemographics.csv" for d in (root, root.parent) if (d / "VideoDemographics.csv").is_file()]
+    if not found:
+        return {}
+    try:
+        rows = list(csv.DictReader(io.StringIO(found[0].read_text(encoding="utf-8-sig"))))
+        genders = {row["ActorID"].strip(): row["Sex"].strip().lower() for row in rows}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, AttributeError) as exc:
+        log.warning("%s: cannot read actor genders (%s); clips have no gender", found[0], exc)
+        return {}
+    return {actor: sex for actor, sex in genders.items() if sex in ("male", "female")}
+
+
+def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Clip], dict[str, int]]:
+    """Index a corpus folder (any depth, any audio format) from its official file names.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Folder holding the corpus's audio files.
+    corpus : str
+        One of :data:`CORPORA`, or ``"auto"`` to pick the corpus whose naming convention
+        most audio files follow. Naming: RAVDESS ``03-01-05-02-01-02-13``; CREMA-D
+        ``1001_DFA_ANG_XX``; TESS ``OAF_back_angry``; SAVEE ``DC_a01`` or ``DC/a01``;
+        EmoDB ``03a01Wa``.
+
+    Returns
+    -------
+    clips : list of Clip
+        Sorted by path; labels mapped by :data:`ser.labels.CORPUS_LABELS`; ``meta["corpus"]``
+        set and ``meta["gender"]`` where known (CREMA-D: only with its
+        ``VideoDemographics.csv`` in ``root`` or its parent). Speakers are ``"1"``..``"24"``
+        for RAVDESS (as :func:`index_ravdess`) and ``"<corpus>:<id>"`` otherwise
+        (``"crema-d:1001"``, ``"tess:OAF"``, ``"savee:DC"``, ``"emodb:03"``), so they are
+        unique across corpora.
+    dropped : dict
+        Audio files left out, counted by reason: the English name of a label with no
+        counterpart (``{"boredom": 81}``), :data:`UNRECOGNISED` for names that follow
+        no convention of the corpus, :data:`RAVDESS_NON_SPEECH`. Also logged at WARNING.
+
+    Raises
+    ------
+    ManifestError
+        If ``corpus`` is unknown, ``root`` is not a folder, auto-detection finds no (or a
+        tied) convention, no clip is left, or a RAVDESS name has an impossible field value.
+    """
+    corpus = _check_corpus(corpus, auto=True)
+    root = Path(root)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: not a folder")
+    files = _audio_files(root)
+    if corpus == "auto":
+        corpus = _detect_corpus(root, files)
+    genders = _crema_d_genders(root) if corpus == "crema-d" else {}
+    clips: list[Clip] = []
+    dropped: Counter = Counter()
+    first_unrecognised = None
+    for path in files:
+        clip, reason = _parse(path, corpus)
+        if clip is None:
+            dropped[reason] += 1
+            first_unrecognised = first_unrecognised or (path if reason == UNRECOGNISED else None)
+            continue
+        actor = clip.speaker.removeprefix("crema-d:")
+        if actor in genders:
+            clip = replace(clip, meta={"gender": genders[actor], **clip.meta})
+        clips.append(clip)
+    dropped_counts = dict(sorted(dropped.items()))
+    title = _CORPUS_TITLES[corpus]
+    if dropped:
+        example = f"; first unrecognised: {first_unrecognised.name}" if first_unrecognised else ""
+        log.warning("%s: %s: dropped %d of %d audio files (%s)%s", root, title, sum(dropped.values()), len(files),
+                    ", ".join(f"{k}: {v}" for k, v in dropped_counts.items()), example)
+    if not clips:
+        kept = f"; dropped {dropped_counts}" if dropped else ""
+        raise ManifestError(f"{root}: no {title} clips (expected {_CORPUS_EXAMPLES[corpus]}){kept}")
+    return sorted(clips, key=lambda c: str(c.path)), dropped_counts
+
+
 def write_manifest(clips: list[Clip], path: str | os.PathLike) -> Path:
-    """Write clips as a manifest CSV (RAVDESS columns), atomically."""
+    """Write clips as a manifest CSV (:data:`MANIFEST_COLUMNS`), atomically.
+
+    Metadata a clip does not have is written as an empty cell.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(RAVDESS_COLUMNS)
+    writer.writerow(MANIFEST_COLUMNS)
     for c in clips:
         writer.writerow([c.path, c.label, c.speaker, c.meta.get("gender", ""), c.meta.get("intensity", ""),
-                         c.meta.get("statement", ""), c.meta.get("repetition", "")])
+                         c.meta.get("statement", ""), c.meta.get("repetition", ""), c.meta.get("corpus", "")])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -169,7 +444,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
         audio = Path(raw) if os.path.isabs(raw) else (path.parent / raw)
         if check_files and not audio.is_file():
             missing.append(audio)
-        meta = {k: row[k] for k in ("gender", "intensity", "statement", "repetition") if row.get(k)}
+        meta = {k: row[k] for k in MANIFEST_COLUMNS[3:] if row.get(k)}
         clips.append(Clip(path=audio.resolve(), label=label,
                           speaker=(row.get(speaker_col) or "").strip() if speaker_col else "", meta=meta))
     if missing:
@@ -181,11 +456,49 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
 
 
 def load_dataset(spec: str | os.PathLike) -> list[Clip]:
-    """A manifest CSV or a RAVDESS folder → clips sorted by path."""
+    """A manifest CSV or a corpus folder (detected by :func:`index_corpus`) → clips sorted by path.
+
+    Drops of a corpus folder are logged at WARNING; use :func:`index_corpus` for their counts.
+    """
     spec = Path(spec)
     if spec.is_dir():
-        return sorted(index_ravdess(spec), key=lambda c: str(c.path))
+        return index_corpus(spec)[0]
     return read_manifest(spec)
+
+
+def load_datasets(specs: Sequence[str | os.PathLike]) -> list[Clip]:
+    """Several manifests and/or corpus folders (see :func:`load_dataset`) → one list of clips.
+
+    Parameters
+    ----------
+    specs : sequence of str or path-like
+        Manifest CSVs and corpus folders; a single spec is accepted as well.
+
+    Returns
+    -------
+    list of Clip
+        All clips, sorted by path. With one spec this equals ``load_dataset(spec)``.
+
+    Raises
+    ------
+    ManifestError
+        If ``specs`` is empty, if any spec fails to load, or if an audio file is listed
+        by two specs (naming the file and both specs).
+    """
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    if not specs:
+        raise ManifestError("no dataset given: expected at least one manifest CSV or corpus folder")
+    owner: dict[Path, str | os.PathLike] = {}
+    clips: list[Clip] = []
+    for spec in specs:
+        loaded = load_dataset(spec)
+        for clip in loaded:
+            if clip.path in owner:
+                raise ManifestError(f"{spec}: {clip.path} is also in {owner[clip.path]} (duplicate clip)")
+        owner.update((clip.path, spec) for clip in loaded)
+        clips.extend(loaded)
+    return sorted(clips, key=lambda c: str(c.path))
 
 
 def summarize(clips: list[Clip], *, with_audio: bool = True) -> dict:

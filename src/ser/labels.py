@@ -27,6 +27,34 @@ EMOTIONS: tuple[str, ...] = (
 #: RAVDESS emotion code (the third field of a file name) -> emotion name.
 RAVDESS_CODES: dict[str, str] = {f"{i:02d}": name for i, name in enumerate(EMOTIONS, start=1)}
 
+#: Label map of each corpus read by :func:`ser.dataset.index_corpus`: the emotion code
+#: in the corpus's file names -> our emotion name, or ``None`` when the corpus's label
+#: has no counterpart in :data:`EMOTIONS` (such clips are dropped and counted, never
+#: guessed). Codes are compared as written here (readers normalise their case).
+CORPUS_LABELS: dict[str, dict[str, str | None]] = {
+    # RAVDESS: third field of 03-01-EE-II-SS-RR-AA.
+    "ravdess": dict(RAVDESS_CODES),
+    # CREMA-D: third field of 1001_DFA_ANG_XX (no calm or surprise in the corpus).
+    "crema-d": {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral",
+                "SAD": "sad"},
+    # TESS: last field of OAF_back_angry; "ps" is "pleasant surprise".
+    "tess": {"angry": "angry", "disgust": "disgust", "fear": "fearful", "happy": "happy", "neutral": "neutral",
+             "ps": "surprised", "sad": "sad"},
+    # SAVEE: letters before the number in DC_a01 / DC/a01 ("sa" sadness, "su" surprise, "a" anger).
+    "savee": {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad",
+              "su": "surprised"},
+    # EmoDB: sixth character of 03a01Wa (German initials: Wut/Ärger, Langeweile, Ekel, Angst, Freude,
+    # Trauer, Neutral).
+    "emodb": {"W": "angry", "L": None, "E": "disgust", "A": "fearful", "F": "happy", "T": "sad",
+              "N": "neutral"},
+}
+
+#: English name of each corpus label mapped to ``None`` in :data:`CORPUS_LABELS`; these
+#: names are the keys of the dropped-label counts of :func:`ser.dataset.index_corpus`.
+DROPPED_LABEL_NAMES: dict[str, dict[str, str]] = {
+    "emodb": {"L": "boredom"},
+}
+
 # Common spellings seen in other manifests, mapped to our names.
 _ALIASES: dict[str, str] = {
     "fear": "fearful",
