@@ -160,3 +160,22 @@ def test_download_failure_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "data", "download", "-q", str(tmp_path / "d"), "--url",
                        f"http://127.0.0.1:{port}/a.zip")
     assert code == 1 and "connection failed" in err and "Traceback" not in err
+
+
+def test_evaluate_a_trained_model_on_another_corpus(capsys, model_dir, tmp_path):
+    """Cross-corpus scoring: shared emotions only, left-out labels named, report written."""
+    emodb = tmp_path / "emodb"
+    emodb.mkdir()
+    letters = {"W": "angry", "F": "happy", "T": "sad", "N": "neutral", "L": None}
+    for speaker in ("03", "08"):
+        for i, (letter, emotion) in enumerate(letters.items()):
+            sf.write(emodb / f"{speaker}a0{i}{letter}a.wav", tone(emotion or "calm", seconds=1.5), 16000)
+    out = tmp_path / "cross"
+    code, stdout, _ = run(capsys, "evaluate", "-q", "--model", str(model_dir), "--data", str(emodb), "--out", str(out))
+    assert code == 0, stdout
+    assert "scored over: neutral, happy, sad, angry (8 clips)" in stdout
+    assert "left out (model classes not in the data): calm, fearful, disgust, surprised" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["confusion"]) == 4 and report["n"] == 8 and 0 <= report["uar"] <= 1
+    code, _, err = run(capsys, "evaluate", "--data", str(emodb))
+    assert code == 1 and "give --protocol and --out" in err

@@ -90,3 +90,88 @@ def mask_spectrogram(x: np.ndarray, *, config: AugmentConfig, rng: np.random.Gen
             t0 = int(rng.integers(0, n_time - w + 1))
             out[i, :, t0:t0 + w] = fill
     return out
+
+
+# --- recording conditions -------------------------------------------------------
+# Deterministic degradations of a clip, used by the robustness benchmark (and as
+# training-time channel simulation). Each takes a float32 mono signal and returns one.
+
+def add_noise(y: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise at ``snr_db`` relative to the clip's mean power."""
+    power = float(np.mean(y.astype(np.float64) ** 2)) or 1e-12
+    noise = rng.standard_normal(y.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (y + noise).astype(np.float32)
+
+
+def reverberate(y: np.ndarray, *, sr: int, rng: np.random.Generator, rt60: float = 0.6,
+                wet: float = 0.5) -> np.ndarray:
+    """Convolve with a synthetic room impulse response (exponentially decaying noise, ``rt60`` s)."""
+    from scipy.signal import fftconvolve
+
+    n = int(rt60 * sr)
+    t = np.arange(n) / sr
+    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    ir[0] = 0.0
+    ir /= np.sqrt(np.sum(ir**2)) or 1.0
+    wet_signal = fftconvolve(y, ir)[: y.size]
+    out = (1 - wet) * y + wet * wet_signal
+    peak = np.max(np.abs(out)) or 1.0
+    return (out * (np.max(np.abs(y)) / peak)).astype(np.float32)
+
+
+def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:
+    """Narrow-band telephone channel: 300-3400 Hz band-pass and a trip through 8 kHz."""
+    import soxr
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(4, [300, 3400], btype="bandpass", fs=sr, output="sos")
+    narrow = sosfiltfilt(sos, y).astype(np.float32)
+    return soxr.resample(soxr.resample(narrow, sr, 8000), 8000, sr)[: y.size].astype(np.float32)
+
+
+def codec(y: np.ndarray, *, sr: int, fmt: str) -> np.ndarray:
+    """Encode to a lossy format (``"ogg"`` Vorbis or ``"mp3"``) and decode again."""
+    import io
+
+    import soundfile as sf
+
+    subtype = {"ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}[fmt]
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(y, -1, 1), sr, format=fmt.upper() if fmt == "ogg" else "MP3", subtype=subtype)
+    buf.seek(0)
+    out, _ = sf.read(buf, dtype="float32")
+    out = out if out.ndim == 1 else out.mean(axis=1)
+    # Encoders may add a few samples of delay/padding; keep the original length.
+    return np.pad(out, (0, max(0, y.size - out.size)))[: y.size].astype(np.float32)
+
+
+def gain(y: np.ndarray, *, db: float) -> np.ndarray:
+    """Change the level by ``db`` decibels (in floating point: no clipping)."""
+    return (y * 10 ** (db / 20)).astype(np.float32)
+
+
+def pad_silence(y: np.ndarray, *, sr: int, seconds: float = 1.0) -> np.ndarray:
+    """Add ``seconds`` of digital silence before and after the clip."""
+    pad = np.zeros(int(seconds * sr), dtype=np.float32)
+    return np.concatenate([pad, y.astype(np.float32), pad])
+
+
+#: The robustness benchmark's conditions, by name.
+CONDITIONS = ("snr20", "snr10", "snr5", "reverb", "telephone", "ogg", "mp3", "gain+20", "gain-20", "silence")
+
+
+def apply_condition(y: np.ndarray, name: str, *, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Apply one named condition of :data:`CONDITIONS` to a clip."""
+    if name.startswith("snr"):
+        return add_noise(y, snr_db=float(name[3:]), rng=rng)
+    if name == "reverb":
+        return reverberate(y, sr=sr, rng=rng)
+    if name == "telephone":
+        return telephone(y, sr=sr)
+    if name in ("ogg", "mp3"):
+        return codec(y, sr=sr, fmt=name)
+    if name.startswith("gain"):
+        return gain(y, db=float(name[4:]))
+    if name == "silence":
+        return pad_silence(y, sr=sr)
+    raise ValueError(f"condition={name!r}: expected one of {', '.join(CONDITIONS)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ser import audio as audio_mod
-from ser.augment import augment_waveform
+from ser.augment import apply_condition, augment_waveform
 from ser.config import Config
 from ser.features import extract, stats_pool
 from ser.utils import atomic_write_bytes, sha256_file
@@ -58,9 +58,11 @@ def _encoder_digest() -> str:
     return sha256_file(default_whisper_dir() / "model.bin")
 
 
-def settings_digest(config: Config, copy: int) -> str:
+def settings_digest(config: Config, copy: int, condition: str | None = None) -> str:
     """Digest of everything besides the file content that determines an entry."""
     parts = {"v": CACHE_VERSION, "audio": config.to_dict()["audio"], "features": config.to_dict()["features"]}
+    if condition:
+        parts["condition"] = condition
     if config.features.kind == "whisper":
         parts["encoder"] = _encoder_digest()
     if copy:
@@ -134,20 +136,24 @@ def featurize(y: np.ndarray, config: Config) -> np.ndarray:
     return extract(y, sr=a.sample_rate, config=config.features)
 
 
-def _clip_task(args: tuple[str, dict, int, str | None]) -> list[np.ndarray]:
-    """Worker: clean features plus ``copies`` augmented ones for one file."""
-    path, config_dict, copies, cache_root = args
+def _clip_task(args: tuple[str, dict, int, str | None, str | None]) -> list[np.ndarray]:
+    """Worker: clean features plus ``copies`` augmented ones for one file (under ``condition``, if given)."""
+    path, config_dict, copies, cache_root, condition = args
     config = Config.from_dict(config_dict)
     cache = FeatureCache(cache_root)
     if not Path(path).is_file():
         audio_mod.load(path, sr=config.audio.sample_rate)  # raises the AudioError that names the problem
     content = sha256_file(path)
-    keys = [hashlib.sha256((content + settings_digest(config, c)).encode()).hexdigest() for c in range(copies + 1)]
+    keys = [hashlib.sha256((content + settings_digest(config, c, condition)).encode()).hexdigest()
+            for c in range(copies + 1)]
     out = [cache.get(k) for k in keys]
     if all(x is not None for x in out):
         return out  # type: ignore[return-value]
     y = load_clip(path, config)
     sr = config.audio.sample_rate
+    if condition:
+        # A recording condition (robustness benchmark), the same for a file in every run.
+        y = apply_condition(y, condition, sr=sr, rng=np.random.default_rng([int(content[:15], 16), 7]))
     for c, key in enumerate(keys):
         if out[c] is not None:
             continue
@@ -172,8 +178,8 @@ def _single_threaded_worker() -> None:
 
 
 def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copies: int = 0,
-                     cache: FeatureCache | None = None, jobs: int | None = None,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                     cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
+                     condition: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of many files, from the cache where possible.
 
     Parameters
@@ -190,6 +196,9 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
         Worker processes (default: all cores; 1 = in this process).
     progress : bool
         Show a progress bar.
+    condition : str, optional
+        A recording condition of :data:`ser.augment.CONDITIONS` applied to every
+        file before its features (for robustness tests).
 
     Returns
     -------
@@ -208,7 +217,7 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
     if not paths:
         raise ValueError("paths: expected at least one audio file")
     root = str(cache.root) if cache is not None and cache.root is not None else None
-    tasks = [(str(p), config.to_dict(), copies, root) for p in paths]
+    tasks = [(str(p), config.to_dict(), copies, root, condition) for p in paths]
     jobs = jobs or os.cpu_count() or 1
     bar = dict(total=len(tasks), disable=not progress, desc="features", unit="clip")
     if jobs == 1 or len(tasks) < 16:

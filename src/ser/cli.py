@@ -147,8 +147,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ser.dataset import load_datasets
     from ser.evaluation import confusion_text, evaluate
 
-    config = _config(args)
     clips = load_datasets(args.data)
+    if args.model:
+        return _score_model(args, clips)
+    if not args.protocol or not args.out:
+        raise ConfigError("evaluate: give --protocol and --out to cross-validate a recipe, or --model to score one")
+    config = _config(args)
     report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
                       grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args), jobs=args.jobs,
                       progress=not args.quiet)
@@ -166,6 +170,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(confusion_text(p["confusion"], report["classes"]))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _score_model(args: argparse.Namespace, clips) -> int:
+    from ser.evaluation import confusion_text, score_model
+    from ser.inference import Recognizer
+
+    report = score_model(Recognizer.load(args.model), clips, out_dir=args.out, progress=not args.quiet)
+    print(f"scored over: {', '.join(report['shared_labels'])} ({report['n']} clips)")
+    if report["left_out"]["model_only"]:
+        print(f"left out (model classes not in the data): {', '.join(report['left_out']['model_only'])}")
+    if report["left_out"]["data_only"]:
+        print("left out (data labels the model lacks): "
+              + ", ".join(f"{k} {v}" for k, v in report["left_out"]["data_only"].items()))
+    print(f"accuracy {report['accuracy']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}")
+    print(confusion_text(report["confusion"], report["shared_labels"]))
+    for line in report["failed"]:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if report["failed"] else 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -276,13 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data-license", help="license text for the model card")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("evaluate", parents=[common, run], help="cross-validate under a protocol and write a report")
+    p = sub.add_parser("evaluate", parents=[common, run],
+                       help="cross-validate a recipe under a protocol, or score a trained --model on a corpus")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
-    p.add_argument("--protocol", default="si6", choices=["si6", "seed-split", "group-kfold"])
+    p.add_argument("--model", help="score this trained model folder on --data (no training; shared emotions only)")
+    p.add_argument("--protocol", choices=["si6", "seed-split", "group-kfold"])
     p.add_argument("--folds", type=int, default=5, help="k for group-kfold")
     p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
     p.add_argument("--inner-folds", type=int, default=3, help="speaker-grouped inner folds of the grid search")
-    p.add_argument("--out", required=True, help="run folder (reports; finished folds are resumed)")
+    p.add_argument("--out", help="run folder (reports; finished folds are resumed)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)

@@ -14,6 +14,7 @@ import numpy as np
 from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
+from ser.errors import ManifestError
 from ser.training import cross_validate, describe_device, make_folds, prepare_features
 from ser.utils import atomic_write_bytes, atomic_write_text
 
@@ -204,4 +205,73 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     atomic_write_text(out / "report.md", render_markdown(report))
     plot_confusion(summary["pooled"]["confusion"], config.classes, out / "confusion.png",
                    title=f"{protocol}, pooled (UAR {summary['pooled']['uar']:.3f})")
+    return report
+
+
+def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike | None = None,
+                batch_size: int = 32, progress: bool = False) -> dict:
+    """Score a trained model on a labelled corpus (e.g. another corpus than it was trained on).
+
+    Only the emotions that both the model and the data have are scored, and the
+    model's prediction is restricted to them (the arg-max over those classes), so
+    a model that knows "calm" is not penalised on a corpus without it.
+
+    Parameters
+    ----------
+    recognizer : ser.inference.Recognizer
+        The trained model.
+    clips : sequence of Clip
+        Labelled clips.
+    out_dir : path-like, optional
+        Where to write ``report.json``, ``report.md`` and ``confusion.png``.
+
+    Returns
+    -------
+    dict
+        ``shared_labels``, ``left_out`` (``{"model_only": [...], "data_only": {label: n}}``),
+        ``failed`` files, and the metrics of :func:`metrics` over the shared labels.
+    """
+    from collections import Counter
+
+    model_classes = list(recognizer.classes)
+    data_counts = Counter(c.label for c in clips)
+    shared = [c for c in model_classes if c in data_counts]
+    if not shared:
+        raise ManifestError(f"no emotion in common between the model ({model_classes}) and the data")
+    scored = [c for c in clips if c.label in shared]
+    results = recognizer.predict_files([c.path for c in scored], batch_size=batch_size, progress=progress,
+                                       errors="return")
+    columns = [model_classes.index(c) for c in shared]
+    y_true, y_pred, failed = [], [], []
+    for clip, result in zip(scored, results):
+        if isinstance(result, Exception):
+            failed.append(str(result))
+            continue
+        probs = np.array([result.scores[c] for c in model_classes])[columns]
+        y_true.append(shared.index(clip.label))
+        y_pred.append(int(np.argmax(probs)))
+    if not y_true:
+        raise ManifestError(f"none of the {len(scored)} clips could be scored; first error: {failed[0]}")
+    report = {
+        "shared_labels": shared,
+        "left_out": {"model_only": [c for c in model_classes if c not in data_counts],
+                     "data_only": {k: v for k, v in sorted(data_counts.items()) if k not in shared}},
+        "failed": failed,
+        "model": str(getattr(recognizer, "path", "")),
+        **metrics(y_true, y_pred, shared),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+        lines = [f"# Model `{report['model']}` on {report['n']} clips", "",
+                 f"- scored over: {', '.join(shared)}",
+                 f"- model classes not in the data: {', '.join(report['left_out']['model_only']) or 'none'}",
+                 f"- data labels the model lacks (not scored): "
+                 + (", ".join(f"{k} {v}" for k, v in report["left_out"]["data_only"].items()) or "none"),
+                 f"- files that failed: {len(failed)}", "",
+                 f"accuracy {report['accuracy']:.3f}, UAR {report['uar']:.3f}, macro-F1 {report['macro_f1']:.3f}", "",
+                 "```", confusion_text(report["confusion"], shared), "```", ""]
+        atomic_write_text(out / "report.md", "\n".join(lines))
+        plot_confusion(report["confusion"], shared, out / "confusion.png", title=f"UAR {report['uar']:.3f}")
     return report
