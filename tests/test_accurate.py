@@ -67,6 +67,15 @@ def test_accurate_recipe_trains_saves_and_predicts(corpus, cache_dir, tmp_path):
     np.testing.assert_allclose(list(rec.predict(y, sr).scores.values()), list(first.scores.values()), atol=1e-5)
 
 
+def test_last_layer_probe_variant(corpus, cache_dir):
+    """model.layers='last' feeds only the encoder's final layer to the MLP (the ablation's baseline)."""
+    clips = load_dataset(corpus)
+    model, _ = fit_final(clips, small(**{"model.layers": "last", "augment.copies": 0, "train.epochs": 1}),
+                         cache=FeatureCache(cache_dir), jobs=1)
+    assert model.get_layer("last_layer").output.shape[1:] == (1, 1024)
+    assert "layer_weights" not in [layer.name for layer in model.layers]
+
+
 def test_accurate_si6_runs(corpus, cache_dir, tmp_path):
     """The speaker-independent protocol runs with encoder features."""
     report = evaluate(load_dataset(corpus), small(**{"augment.copies": 0}), protocol="si6", out_dir=tmp_path,

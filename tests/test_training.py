@@ -157,3 +157,20 @@ def test_grid_search_chooses_on_inner_folds_only(corpus, cache_dir):
         expand_grid({"train.epochs": []})
     with pytest.raises(ConfigError, match="unknown config field"):
         grid_search(clips, config, {"train.nope": [1]}, train=fold.train, inner_folds=2)
+
+
+def test_ensemble_averages_members_and_reloads(corpus, cache_dir, tmp_path):
+    """train.ensemble=3 trains 3 seeds and averages them in one safe-mode-loadable model."""
+    from ser.inference import Recognizer
+
+    clips = load_dataset(corpus)
+    config = fast_config(**{"train.ensemble": 3})
+    x, _ = prepare_features(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    y = encode([c.label for c in clips])
+    model, history = fit(config, x, y, speakers_of(clips), np.arange(len(clips)))
+    assert len(history["members"]) == 3
+    members = [model.get_layer(f"member{k}") for k in range(3)]
+    expected = np.mean([np.asarray(m(x[:4, ..., None])) for m in members], axis=0)
+    np.testing.assert_allclose(predict_proba(model, x[:4]), expected, atol=1e-6)
+    folder = Recognizer(model, config).save(tmp_path / "ens")
+    np.testing.assert_allclose(predict_proba(Recognizer.load(folder).model, x[:4]), expected, atol=1e-6)

@@ -179,6 +179,9 @@ class ModelConfig:
         Dropout after each conv block / the dense layer.
     input_dropout : float
         Dropout on the MLP's input (the weighted layer sum).
+    layers : {"weighted", "last"}
+        MLP input: a learned weighted sum of all encoder layers, or the last
+        layer only (the usual frozen-encoder probe; kept for the ablation).
     dense_units : int
         Width of the hidden dense layer.
     input_normalization : bool
@@ -193,6 +196,7 @@ class ModelConfig:
     dense_units: int = 128
     dense_dropout: float = 0.3
     input_dropout: float = 0.0
+    layers: Literal["weighted", "last"] = "weighted"
     input_normalization: bool = False
 
     def __post_init__(self) -> None:
@@ -231,6 +235,9 @@ class TrainConfig:
         Keep the weights of the epoch with the best validation loss.
     seed : int
         The one seed behind splits, augmentation, initialisation and shuffling.
+    ensemble : int
+        Train this many members (seeds ``seed`` … ``seed + ensemble - 1``) and
+        average their probabilities.
     """
 
     epochs: int = 100
@@ -242,6 +249,7 @@ class TrainConfig:
     early_stopping_patience: int = 0
     restore_best: bool = False
     seed: int = 42
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         _check_range("train.epochs", self.epochs, 1, 10000)
@@ -251,6 +259,7 @@ class TrainConfig:
         _check_range("train.validation_speakers", self.validation_speakers, 0, 100)
         _check_range("train.early_stopping_patience", self.early_stopping_patience, 0)
         _check_range("train.seed", self.seed, 0, 2**32 - 1)
+        _check_range("train.ensemble", self.ensemble, 1, 20)
         if (self.early_stopping_patience or self.restore_best) and not self.validation_speakers:
             raise ConfigError("train.validation_speakers=0: early stopping and restore_best need "
                               "validation speakers (expected >= 1)")

@@ -67,10 +67,14 @@ def _mlp_head(x, input_shape: tuple[int, int], config: Config):
     m = config.model
     n_layers, dim = input_shape
     x = layers.Reshape((n_layers, dim), name="drop_channel")(x)
-    # Dense(1) over the layer axis = one learned weight per encoder layer (SUPERB-style).
-    x = layers.Permute((2, 1), name="layers_last")(x)
-    x = layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(1.0 / n_layers), name="layer_weights")(x)
-    x = layers.Reshape((dim,), name="weighted_sum")(x)
+    if m.layers == "last":
+        x = layers.Cropping1D((n_layers - 1, 0), name="last_layer")(x)
+    else:
+        # Dense(1) over the layer axis = one learned weight per encoder layer (SUPERB-style).
+        x = layers.Permute((2, 1), name="layers_last")(x)
+        x = layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(1.0 / n_layers),
+                         name="layer_weights")(x)
+    x = layers.Reshape((dim,), name="pooled")(x)
     x = layers.Dropout(m.input_dropout, name="input_drop")(x)
     x = layers.Dense(m.dense_units, activation="relu", name="dense")(x)
     return layers.Dropout(m.dense_dropout, name="dense_drop")(x)

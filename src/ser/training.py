@@ -174,11 +174,32 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
     Returns
     -------
     model : keras.Model
-        The fitted model (best validation epoch if ``train.restore_best``).
+        The fitted model (best validation epoch if ``train.restore_best``). With
+        ``train.ensemble`` = N > 1, N members trained with seeds ``seed … seed+N-1``
+        (so also other validation speakers), averaged in one model.
     history : dict
         Per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``),
-        plus ``validation_speakers`` and ``best_epoch``.
+        plus ``validation_speakers`` and ``best_epoch`` (of the first member; an
+        ensemble adds ``members`` with each member's history).
     """
+    if config.train.ensemble == 1:
+        return _fit_one(config, x, y, speakers, train, augmented=augmented, progress=progress)
+    import keras
+
+    members, histories = [], []
+    for k in range(config.train.ensemble):
+        member_config = config.override({"train.seed": config.train.seed + k, "train.ensemble": 1})
+        model, history = _fit_one(member_config, x, y, speakers, train, augmented=augmented, progress=progress)
+        model.name = f"member{k}"
+        members.append(model)
+        histories.append(history)
+    inputs = keras.Input(shape=members[0].input_shape[1:], name="features")
+    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in members])
+    return keras.Model(inputs, outputs, name="ser_ensemble"), {**histories[0], "members": histories}
+
+
+def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
+             augmented: np.ndarray | None = None, progress: bool = False):
     import keras
 
     t = config.train
