@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("--protocol", default="si6", choices=["seed-split", "si6"])
     parser.add_argument("--seed", type=int, default=None,
                         help="override train.seed (the protocol's seed-split itself stays random_state=42)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a config field, e.g. features.encoder_precision='\"int8\"'")
+    parser.add_argument("--name", help="results name instead of the preset's (use with --set)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
@@ -45,7 +48,16 @@ def main() -> int:
     start = time.perf_counter()
     clips = load_dataset(args.data)
     config = preset(args.preset)
-    name = f"accuracy_{args.preset}_{args.protocol}"
+    if args.set:
+        changes = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            try:
+                changes[key] = json.loads(value)
+            except json.JSONDecodeError:
+                changes[key] = value
+        config = config.override(changes)
+    name = f"accuracy_{args.name or args.preset}_{args.protocol}"
     if args.seed is not None:
         config = config.override({"train.seed": args.seed})
         name += f"_seed{args.seed}"

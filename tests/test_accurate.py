@@ -81,3 +81,49 @@ def test_accurate_si6_runs(corpus, cache_dir, tmp_path):
     report = evaluate(load_dataset(corpus), small(**{"augment.copies": 0}), protocol="si6", out_dir=tmp_path,
                       cache=FeatureCache(cache_dir), jobs=1)
     assert report["summary"]["pooled"]["n"] == 96
+
+
+def test_int8_export_is_bit_exact_and_close_to_float32(tmp_path):
+    """The exported int8 encoder equals the in-memory int8 one exactly, and stays close to float32."""
+    from conftest import tone
+    from ser.encoders import WhisperEncoder, encode_waveform, save_encoder
+
+    path = save_encoder(tmp_path / "encoder.npz")
+    assert path.stat().st_size < 40e6
+    y = tone("angry", seconds=2.0)
+    exported = encode_waveform(y, WhisperEncoder.from_npz(path))
+    in_memory = encode_waveform(y, WhisperEncoder.from_dir(precision="int8"))
+    full = encode_waveform(y, WhisperEncoder.from_dir())
+    np.testing.assert_array_equal(exported, in_memory)
+    relative = np.abs(exported - full).mean() / np.abs(full).mean()
+    assert 0 < relative < 0.05
+
+
+def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monkeypatch):
+    """A folder trained with the int8 encoder predicts without the shared weights; tampering is refused."""
+    import shutil
+
+    from ser import cache as cache_mod
+    from ser.errors import ModelError
+
+    clips = load_dataset(corpus)
+    config = small(**{"features.encoder_precision": "int8", "augment.copies": 0, "train.epochs": 2})
+    model, _ = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    folder = Recognizer(model, config).save(tmp_path / "int8")
+    assert (folder / "encoder.npz").exists()
+    wav = sorted(corpus.rglob("*.wav"))[5]
+    expected = Recognizer.load(folder).predict_file(wav).scores
+    # No shared weights at all now: the folder must be self-sufficient.
+    monkeypatch.setenv("SER_WHISPER_DIR", str(tmp_path / "nowhere"))
+    cache_mod.whisper_encoder.cache_clear()
+    try:
+        assert Recognizer.load(folder).predict_file(wav).scores == expected
+        copy = tmp_path / "tampered"
+        shutil.copytree(folder, copy)
+        with open(copy / "encoder.npz", "r+b") as fh:
+            fh.seek(1000)
+            fh.write(b"\x00\x01\x02\x03")
+        with pytest.raises(ModelError, match="encoder.npz: checksum mismatch"):
+            Recognizer.load(copy)
+    finally:
+        cache_mod.whisper_encoder.cache_clear()

@@ -39,11 +39,11 @@ def default_cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def whisper_encoder():
-    """The Whisper-base encoder, loaded once per process (checksum verified)."""
+def whisper_encoder(precision: str = "float32"):
+    """The Whisper-base encoder at ``precision``, loaded once per process (checksum verified)."""
     from ser.encoders import WhisperEncoder
 
-    return WhisperEncoder.from_dir()
+    return WhisperEncoder.from_dir(precision=precision)
 
 
 @functools.lru_cache(maxsize=2)
@@ -115,12 +115,13 @@ def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | 
                           max_duration=max_duration)
 
 
-def featurize(y: np.ndarray, config: Config) -> np.ndarray:
+def featurize(y: np.ndarray, config: Config, *, encoder=None) -> np.ndarray:
     """Features of one decoded clip, as the model expects them.
 
     Spectral kinds cut or zero-pad the clip to exactly ``audio.duration``; the
-    whisper kind runs the encoder on the clip's own length. The one place that
-    maps a waveform to model input, for training and inference alike.
+    whisper kind runs the encoder (``encoder``, default: :func:`whisper_encoder`)
+    on the clip's own length. The one place that maps a waveform to model input,
+    for training and inference alike.
 
     Returns
     -------
@@ -131,7 +132,8 @@ def featurize(y: np.ndarray, config: Config) -> np.ndarray:
     if config.features.kind == "whisper":
         from ser.encoders import encode_waveform
 
-        return stats_pool(encode_waveform(y[: int(round(a.duration * a.sample_rate))], whisper_encoder()))
+        encoder = encoder or whisper_encoder(config.features.encoder_precision)
+        return stats_pool(encode_waveform(y[: int(round(a.duration * a.sample_rate))], encoder))
     y = audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
     return extract(y, sr=a.sample_rate, config=config.features)
 

@@ -79,6 +79,10 @@ class FeatureConfig:
         STFT window and hop in samples.
     normalize : {"clip", "none"}
         ``"clip"`` z-normalises each clip's whole matrix by its own mean and std.
+    encoder_precision : {"float32", "int8"}
+        Weights of the whisper encoder: as published (float16 values computed in
+        float32), or rounded to int8 per output channel, which is what a model
+        folder can carry (an 18 MB export instead of 41 MB).
     """
 
     kind: Literal["mfcc", "logmel", "whisper"] = "mfcc"
@@ -87,6 +91,7 @@ class FeatureConfig:
     n_fft: int = 2048
     hop_length: int = 512
     normalize: Literal["clip", "none"] = "clip"
+    encoder_precision: Literal["float32", "int8"] = "float32"
 
     def __post_init__(self) -> None:
         _check_range("features.n_mfcc", self.n_mfcc, 1, 128)

@@ -58,7 +58,9 @@ __all__ = [
     "WhisperEncoder",
     "default_whisper_dir",
     "encode_waveform",
+    "quantize_int8",
     "read_ctranslate2_variables",
+    "save_encoder",
     "whisper_log_mel",
 ]
 
@@ -442,7 +444,26 @@ class WhisperEncoder:
         self._final_norm = norm("layer_norm")
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike | None = None, *, verify: bool = True) -> WhisperEncoder:
+    def from_npz(cls, path: str | os.PathLike) -> WhisperEncoder:
+        """Load an encoder exported by :func:`save_encoder` (no pickle: arrays only).
+
+        Raises
+        ------
+        ModelError
+            If the file is missing or not such an export.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                stored = {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            raise ModelError(f"{path}: encoder file not found") from None
+        except Exception as exc:  # noqa: BLE001 - zip/npy errors of many kinds
+            raise ModelError(f"{path}: not a readable encoder export ({exc})") from None
+        return cls(_dequantize(stored))
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike | None = None, *, verify: bool = True,
+                 precision: str = "float32") -> WhisperEncoder:
         """Load the encoder of a CTranslate2 Whisper folder (e.g. ``Systran/faster-whisper-base``).
 
         Parameters
@@ -453,6 +474,10 @@ class WhisperEncoder:
         verify : bool, default True
             If the folder has a ``SHA256SUMS`` file listing ``model.bin``, check the file against it
             first (about 0.3 s for 145 MB) so a damaged or swapped model fails loudly.
+        precision : {"float32", "int8"}
+            ``"int8"`` rounds every weight matrix to int8 with one scale per output channel
+            (:func:`quantize_int8`), exactly as :func:`save_encoder` stores it, so an encoder
+            loaded back from such an export computes the same features bit for bit.
 
         Raises
         ------
@@ -469,6 +494,10 @@ class WhisperEncoder:
         spec, _, variables = _read_model_bin(model_bin, "encoder/")
         if spec != "WhisperSpec":
             raise ModelError(f"{model_bin}: a CTranslate2 {spec!r} model, not WhisperSpec")
+        if precision == "int8":
+            return cls(_dequantize(quantize_int8(variables)))
+        if precision != "float32":
+            raise ValueError(f"precision={precision!r}: expected 'float32' or 'int8'")
         return cls(variables)
 
     @property
@@ -581,6 +610,70 @@ def _check_sha256(folder: Path, name: str) -> None:
     if actual != expected:
         raise ModelError(f"{folder / name}: SHA-256 {actual} does not match {expected} in {sums}; "
                          "the file was modified or damaged")
+
+
+# --------------------------------------------------------------------------- export
+
+_SCALE = ":scale"
+
+
+def quantize_int8(variables: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weight matrices → int8 with a float32 scale per output channel; the rest as float16.
+
+    Symmetric, per output channel (first axis): ``q = round(w / s)``, ``s = max|w| / 127``.
+    Biases, norms and positions stay as they were stored by CTranslate2 (float16), so the
+    export is lossless for them. The result is what :func:`save_encoder` writes.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, value in variables.items():
+        value = np.asarray(value)
+        if name.endswith("/weight") and value.ndim >= 2:
+            w = value.astype(np.float32)
+            scale = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) / 127.0
+            scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+            expand = scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            out[name] = np.clip(np.rint(w / expand), -127, 127).astype(np.int8)
+            out[name + _SCALE] = scale
+        elif np.issubdtype(value.dtype, np.floating):
+            out[name] = value.astype(np.float16)
+        else:
+            out[name] = value
+    return out
+
+
+def _dequantize(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in stored.items():
+        if name.endswith(_SCALE):
+            continue
+        if name + _SCALE in stored:
+            scale = stored[name + _SCALE].astype(np.float32)
+            out[name] = value.astype(np.float32) * scale.reshape((-1,) + (1,) * (value.ndim - 1))
+        else:
+            out[name] = value
+    return out
+
+
+def save_encoder(path: str | os.PathLike, *, source: str | os.PathLike | None = None) -> Path:
+    """Export the encoder of a CTranslate2 Whisper folder as one int8 ``.npz`` (about 22 MB).
+
+    Parameters
+    ----------
+    path : path-like
+        File to write (atomically).
+    source : path-like, optional
+        CTranslate2 folder (default: :func:`default_whisper_dir`), checksum-verified.
+    """
+    import io
+
+    from ser.utils import atomic_write_bytes
+
+    folder = Path(source) if source is not None else default_whisper_dir()
+    _check_sha256(folder, "model.bin")
+    _, _, variables = _read_model_bin(folder / "model.bin", "encoder/")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **quantize_int8(variables))
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- convenience

@@ -8,6 +8,7 @@ A model folder carries everything needed to use it::
     metrics.json    evaluation results known when it was saved
     history.json    training curves (and curves.png)
     README.md       model card (data, protocol, metrics, license)
+    encoder.npz     (encoder-feature models) the int8 Whisper-base encoder, arrays only
     SHA256SUMS      checksums of the files above; a mismatch refuses the load
 """
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 #: The trained model shipped inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "default"
 MODEL_FILES = ("model.keras", "config.json", "labels.json")
+#: The int8 speech encoder a whisper-feature model carries (see ser.encoders.save_encoder).
+ENCODER_FILE = "encoder.npz"
 CHECKSUMS = "SHA256SUMS"
 
 
@@ -81,11 +84,13 @@ class Recognizer:
         Metrics and other facts shown in the model card.
     """
 
-    def __init__(self, model, config: Config, *, metadata: dict | None = None, path: Path | None = None) -> None:
+    def __init__(self, model, config: Config, *, metadata: dict | None = None, path: Path | None = None,
+                 encoder=None) -> None:
         self.model = model
         self.config = config
         self.metadata = metadata or {}
         self.path = path
+        self.encoder = encoder  # a bundled speech encoder (whisper features), else the shared one
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -123,7 +128,12 @@ class Recognizer:
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
             raise ModelError(f"{folder / 'model.keras'}: cannot load model ({exc})") from None
         metadata = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        return cls(model, config, metadata=metadata, path=folder)
+        encoder = None
+        if (folder / ENCODER_FILE).exists():
+            from ser.encoders import WhisperEncoder
+
+            encoder = WhisperEncoder.from_npz(folder / ENCODER_FILE)
+        return cls(model, config, metadata=metadata, path=folder, encoder=encoder)
 
     def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None) -> Path:
         """Write the model folder atomically (built aside, then renamed into place)."""
@@ -139,6 +149,14 @@ class Recognizer:
             bare.set_weights(self.model.get_weights())
             bare.save(tmp / "model.keras")
             self.config.save(tmp / "config.json")
+            if self.config.features.kind == "whisper" and self.config.features.encoder_precision == "int8":
+                # Carry the encoder, so the folder works without the CTranslate2 weights.
+                if self.path is not None and (self.path / ENCODER_FILE).exists():
+                    shutil.copyfile(self.path / ENCODER_FILE, tmp / ENCODER_FILE)
+                else:
+                    from ser.encoders import save_encoder
+
+                    save_encoder(tmp / ENCODER_FILE)
             atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
             atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
             if history is not None:
@@ -164,7 +182,7 @@ class Recognizer:
 
     # --- prediction ---------------------------------------------------
     def _features(self, y: np.ndarray) -> np.ndarray:
-        return featurize(y, self.config)
+        return featurize(y, self.config, encoder=self.encoder)
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
         import keras
