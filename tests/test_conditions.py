@@ -75,3 +75,29 @@ def test_features_under_a_condition_are_cached_separately(corpus, tmp_path):
     again, _ = compute_features(paths, config, cache=cache, jobs=1, condition="snr5")
     assert not np.allclose(clean, noisy) and np.array_equal(noisy, again)
     assert len(list(tmp_path.rglob("*.npy"))) == 6
+
+
+def test_channel_simulation_is_off_by_default_and_applied_when_asked(y):
+    """Default augment settings leave the channel alone; p=1 for each condition changes the clip."""
+    from ser.augment import simulate_channel
+    from ser.config import AugmentConfig
+
+    same = simulate_channel(y, sr=SR, config=AugmentConfig(), rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(same, y)
+    for name in ("snr_p", "reverb_p", "telephone_p", "codec_p"):
+        changed = simulate_channel(y, sr=SR, config=AugmentConfig(**{name: 1.0}), rng=np.random.default_rng(0))
+        assert changed.shape == y.shape and not np.allclose(changed, y), name
+
+
+def test_trimming_and_level_normalisation(y):
+    """trim_db removes added silence; peak_normalize makes +-20 dB copies identical."""
+    from ser.cache import condition_audio
+    from ser.config import AudioConfig
+
+    audio = AudioConfig(trim_db=40.0, peak_normalize=True)
+    padded = pad_silence(y, sr=SR, seconds=1.0)
+    assert condition_audio(padded, audio).size <= y.size + 2 * 2048  # trim works in 2048-sample frames
+    loud, quiet = condition_audio(gain(y, db=20), audio), condition_audio(gain(y, db=-20), audio)
+    np.testing.assert_allclose(loud, quiet, atol=1e-5)
+    np.testing.assert_array_equal(condition_audio(y, AudioConfig()), y)
+    assert preset("robust").audio.trim_db == 40.0

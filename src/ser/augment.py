@@ -55,7 +55,24 @@ def augment_waveform(y: np.ndarray, *, sr: int, config: AugmentConfig, rng: np.r
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    return np.asarray(out, dtype=np.float32)
+    out = np.asarray(out, dtype=np.float32)
+    return simulate_channel(out, sr=sr, config=config, rng=rng)
+
+
+def simulate_channel(y: np.ndarray, *, sr: int, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random recording conditions for training: room, telephone line, codec, then noise.
+
+    Each is applied with its probability in ``config`` (all 0 by default: a no-op).
+    """
+    if rng.random() < config.reverb_p:
+        y = reverberate(y, sr=sr, rng=rng, rt60=float(rng.uniform(0.3, 0.9)))
+    if rng.random() < config.telephone_p:
+        y = telephone(y, sr=sr)
+    if rng.random() < config.codec_p:
+        y = codec(y, sr=sr, fmt="ogg" if rng.random() < 0.5 else "mp3")
+    if rng.random() < config.snr_p:
+        y = add_noise(y, snr_db=float(rng.uniform(config.snr_min_db, config.snr_max_db)), rng=rng)
+    return y
 
 
 def mask_spectrogram(x: np.ndarray, *, config: AugmentConfig, rng: np.random.Generator,

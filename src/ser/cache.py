@@ -22,7 +22,7 @@ import numpy as np
 
 from ser import audio as audio_mod
 from ser.augment import apply_condition, augment_waveform
-from ser.config import Config
+from ser.config import AudioConfig, Config
 from ser.features import extract, stats_pool
 from ser.utils import atomic_write_bytes, sha256_file
 
@@ -115,6 +115,19 @@ def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | 
                           max_duration=max_duration)
 
 
+def condition_audio(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
+    """Silence trimming and level normalisation as configured (both off by default)."""
+    if audio.trim_db:
+        import librosa
+
+        trimmed, _ = librosa.effects.trim(y, top_db=audio.trim_db)
+        # Never trim a clip to almost nothing: keep the original if too little is left.
+        y = trimmed if trimmed.size >= audio.min_duration * audio.sample_rate else y
+    if audio.peak_normalize:
+        y = y / max(float(np.max(np.abs(y))), 1e-8)
+    return y.astype(np.float32, copy=False)
+
+
 def featurize(y: np.ndarray, config: Config, *, encoder=None) -> np.ndarray:
     """Features of one decoded clip, as the model expects them.
 
@@ -129,6 +142,7 @@ def featurize(y: np.ndarray, config: Config, *, encoder=None) -> np.ndarray:
         float32, shape :func:`ser.features.feature_shape`.
     """
     a = config.audio
+    y = condition_audio(y, a)
     if config.features.kind == "whisper":
         from ser.encoders import encode_waveform
 

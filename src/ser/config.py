@@ -46,18 +46,26 @@ class AudioConfig:
     max_duration : float
         Longer files are rejected for single-clip prediction (decoding an hour of
         audio to classify its first seconds is almost certainly a mistake).
+    trim_db : float
+        Trim leading and trailing parts quieter than this many dB below the
+        clip's peak before features (0 = keep everything).
+    peak_normalize : bool
+        Scale each clip to a peak of 1 before features (level invariance).
     """
 
     sample_rate: int = 16000
     duration: float = 3.0
     min_duration: float = 0.1
     max_duration: float = 60.0
+    trim_db: float = 0.0
+    peak_normalize: bool = False
 
     def __post_init__(self) -> None:
         _check_range("audio.sample_rate", self.sample_rate, 1000, 192000)
         _check_range("audio.duration", self.duration, 0.0, 60.0, low_open=True)
         _check_range("audio.min_duration", self.min_duration, 0.0, self.duration)
         _check_range("audio.max_duration", self.max_duration, self.min_duration, low_open=True)
+        _check_range("audio.trim_db", self.trim_db, 0.0, 120.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +134,11 @@ class AugmentConfig:
         Gain range, +/- dB.
     shift_max : float
         Circular time shift, +/- fraction of the clip.
+    snr_p : float
+        Probability of adding white noise at an SNR drawn from ``snr_min_db`` .. ``snr_max_db``.
+    reverb_p, telephone_p, codec_p : float
+        Probabilities of channel simulation: synthetic room reverberation (RT60
+        0.3-0.9 s), the 300-3400 Hz telephone band, an Ogg Vorbis or MP3 round trip.
     time_masks, freq_masks : int
         Number of SpecAugment-style masks per training example.
     time_mask_width, freq_mask_width : int
@@ -145,6 +158,12 @@ class AugmentConfig:
     gain_db: float = 6.0
     shift_p: float = 0.5
     shift_max: float = 0.1
+    snr_p: float = 0.0
+    snr_min_db: float = 5.0
+    snr_max_db: float = 30.0
+    reverb_p: float = 0.0
+    telephone_p: float = 0.0
+    codec_p: float = 0.0
     time_masks: int = 0
     time_mask_width: int = 10
     freq_masks: int = 0
@@ -152,7 +171,8 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         _check_range("augment.copies", self.copies, 0, 20)
-        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "shift_p"):
+        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "shift_p", "snr_p", "reverb_p", "telephone_p",
+                     "codec_p"):
             _check_range(f"augment.{name}", getattr(self, name), 0.0, 1.0)
         _check_range("augment.noise_min_amplitude", self.noise_min_amplitude, 0.0)
         _check_range("augment.noise_max_amplitude", self.noise_max_amplitude, self.noise_min_amplitude)
@@ -161,6 +181,8 @@ class AugmentConfig:
         _check_range("augment.stretch_max", self.stretch_max, 1.0, 2.0)
         _check_range("augment.gain_db", self.gain_db, 0.0, 40.0)
         _check_range("augment.shift_max", self.shift_max, 0.0, 0.5)
+        _check_range("augment.snr_min_db", self.snr_min_db, -10.0, 60.0)
+        _check_range("augment.snr_max_db", self.snr_max_db, self.snr_min_db, 60.0)
         for name in ("time_masks", "freq_masks"):
             _check_range(f"augment.{name}", getattr(self, name), 0, 10)
         for name in ("time_mask_width", "freq_mask_width"):
@@ -439,6 +461,17 @@ def _accurate() -> Config:
     )
 
 
+def _robust() -> Config:
+    # `accurate` made robust to recording conditions: silence trimmed and level
+    # normalised before the encoder (at training and prediction alike), and the
+    # augmented copies also simulate noise, rooms, telephone lines and codecs.
+    base = _accurate()
+    return base.override({
+        "name": "robust", "audio.trim_db": 40.0, "audio.peak_normalize": True, "augment.copies": 3,
+        "augment.snr_p": 0.5, "augment.reverb_p": 0.3, "augment.telephone_p": 0.2, "augment.codec_p": 0.2,
+    })
+
+
 def _tiny() -> Config:
     # For tests and smoke runs: small and quick, same code paths as the real presets.
     return Config(
@@ -450,11 +483,11 @@ def _tiny() -> Config:
     )
 
 
-PRESETS = {"seed_cnn": _seed_cnn, "cnn": _cnn, "accurate": _accurate, "tiny": _tiny}
+PRESETS = {"seed_cnn": _seed_cnn, "cnn": _cnn, "accurate": _accurate, "robust": _robust, "tiny": _tiny}
 
 
 def preset(name: str) -> Config:
-    """Return the named preset config (``seed_cnn``, ``cnn``, ``accurate`` or ``tiny``)."""
+    """Return the named preset config (``seed_cnn``, ``cnn``, ``accurate``, ``robust`` or ``tiny``)."""
     try:
         return PRESETS[name]()
     except KeyError:
