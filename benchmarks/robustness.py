@@ -10,7 +10,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/robustness.py --preset accurate
 
-Writes ``benchmarks/results/robustness_<preset>.json``. Finished folds are kept in
+Writes ``benchmarks/results/robustness_<name>.json`` (name: ``--name`` or the preset). Finished folds are kept in
 ``runs/bench/robustness_<preset>/`` so an interrupted run resumes.
 """
 
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="accurate")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
+    parser.add_argument("--name", help="results name instead of the preset's (use with --set)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
@@ -52,8 +54,11 @@ def main() -> int:
     start = time.perf_counter()
     clips = load_dataset(args.data)
     config = preset(args.preset)
+    if args.set:
+        config = config.override({k: _json_or_text(v) for k, _, v in (item.partition("=") for item in args.set)})
+    name = args.name or args.preset
     cache = FeatureCache(default_cache_dir())
-    work = Path(args.work) / f"robustness_{args.preset}"
+    work = Path(args.work) / f"robustness_{name}"
     work.mkdir(parents=True, exist_ok=True)
     x, augmented = prepare_features(clips, config, cache=cache)
     y = encode([c.label for c in clips], config.classes)
@@ -90,6 +95,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "gpu": None},
         "wall_s": round(time.perf_counter() - start, 1),
         "preset": args.preset,
+        "name": name,
+        "config": config.to_dict(),
         "protocol": "si6",
         "clean_uar": clean,
         "conditions": conditions,
@@ -97,11 +104,18 @@ def main() -> int:
         "folds": [{"fold": f["fold"], "clean": round(float(balanced_accuracy_score(f["y_true"], f["preds"]["clean"])),
                                                       4)} for f in folds],
     }
-    out = Path(args.results) / f"robustness_{args.preset}.json"
+    out = Path(args.results) / f"robustness_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("preset", "clean_uar", "conditions", "wall_s")}))
     return 0
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Train the bundled default model: the ``seed_cnn`` recipe on all 24 RAVDESS actors.
+"""Train the bundled default model: a recipe on all 24 RAVDESS actors.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/train_default.py
+    .venv/bin/python benchmarks/train_default.py --preset robust --set features.encoder_precision='"int8"' \
+        --name robust-int8
 
 Writes ``src/ser/pretrained/default/`` (model, config, labels, metrics, card,
-checksums). The model card quotes the committed ``seed_cnn`` benchmark results
-under ``benchmarks/results/`` — same recipe, evaluated on held-out clips.
+checksums, and for encoder recipes the int8 encoder). The model card quotes the
+committed benchmark results ``benchmarks/results/accuracy_<name>_{si6,seed-split}.json``
+— the same recipe, evaluated on held-out clips.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+WHISPER_LICENSE = ("Speech encoder: OpenAI Whisper base (MIT license, Copyright (c) 2022 OpenAI), frozen; this "
+                   "folder carries its encoder weights rounded to int8 (encoder.npz). ")
 LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391; Zenodo 1188976), "
            "licensed CC BY-NC-SA 4.0: attribution, non-commercial use only, share-alike. These weights are "
            "derived from it and carry the same license.")
@@ -28,7 +33,9 @@ LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="seed_cnn")
+    parser.add_argument("--preset", default="robust")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
+    parser.add_argument("--name", help="benchmark results name of this recipe (default: the preset)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--out", default=str(ROOT / "src" / "ser" / "pretrained" / "default"))
     parser.add_argument("--card-only", action="store_true",
@@ -42,9 +49,10 @@ def main() -> int:
     from ser.inference import Recognizer
     from ser.training import describe_device, fit_final
 
+    name = args.name or args.preset
     evaluation = {}
     for protocol in ("si6", "seed-split"):
-        path = ROOT / "benchmarks" / "results" / f"accuracy_{args.preset}_{protocol}.json"
+        path = ROOT / "benchmarks" / "results" / f"accuracy_{name}_{protocol}.json"
         if path.exists():
             result = json.loads(path.read_text())
             evaluation[protocol] = {**result["pooled"], "source": f"benchmarks/results/{path.name}"}
@@ -62,6 +70,14 @@ def main() -> int:
         return 0
 
     config = preset(args.preset)
+    if args.set:
+        changes = {}
+        for key, _, value in (item.partition("=") for item in args.set):
+            try:
+                changes[key] = json.loads(value)
+            except json.JSONDecodeError:
+                changes[key] = value
+        config = config.override(changes)
     clips = load_dataset(args.data)
     start = time.perf_counter()
     model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
@@ -69,9 +85,9 @@ def main() -> int:
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),
                      "train_s": round(train_s, 1), "device": describe_device(), "date": date.today().isoformat(),
-                     "command": "python benchmarks/train_default.py " + " ".join(sys.argv[1:])},
+                     "command": "python benchmarks/train_default.py " + shlex.join(sys.argv[1:])},
         "evaluation": evaluation,
-        "data_license": LICENSE,
+        "data_license": (WHISPER_LICENSE if config.features.kind == "whisper" else "") + LICENSE,
     }
     out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6

@@ -187,3 +187,16 @@ def test_fix_length_cuts_the_end():
     y = np.arange(1, 11, dtype=np.float32)
     np.testing.assert_array_equal(fix_length(y, size=4), [1, 2, 3, 4])
     np.testing.assert_array_equal(fix_length(y, size=10), y)
+
+
+def test_silent_start_of_a_sounding_file_is_accepted(tmp_path):
+    """Only a file silent throughout is refused; a silent analysed window of a real clip is not."""
+    from conftest import tone
+
+    y = np.concatenate([np.zeros(16000 * 2, np.float32), tone("happy", seconds=1.0)])
+    sf.write(tmp_path / "late.wav", y, 16000)
+    out = load(tmp_path / "late.wav", sr=16000, duration=1.0)
+    assert out.shape == (16000,) and not out.any()
+    sf.write(tmp_path / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
+    with pytest.raises(AudioError, match="silent"):
+        load(tmp_path / "silent.wav", sr=16000, duration=1.0)

@@ -179,3 +179,60 @@ def test_evaluate_a_trained_model_on_another_corpus(capsys, model_dir, tmp_path)
     assert len(report["confusion"]) == 4 and report["n"] == 8 and 0 <= report["uar"] <= 1
     code, _, err = run(capsys, "evaluate", "--data", str(emodb))
     assert code == 1 and "give --protocol and --out" in err
+
+
+def test_predict_stdin_glob_csv_and_onnx_runtime(capsys, model_dir, corpus, monkeypatch):
+    """'-' reads standard input, quoted globs expand, --csv has a header, ONNX and Keras agree."""
+    import io
+
+    wav = sorted(corpus.rglob("*.wav"))[0]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav.read_bytes())))
+    code, out, _ = run(capsys, "predict", "-q", "--json", "--model", str(model_dir), "-")
+    from_stdin = json.loads(out)
+    assert code == 0 and from_stdin["source"] == "-"
+    code, out, _ = run(capsys, "predict", "-q", "--csv", "--model", str(model_dir), str(corpus / "Actor_01" / "*.wav"))
+    rows = out.splitlines()
+    assert code == 0 and rows[0].startswith("source,label,confidence,duration,neutral") and len(rows) == 17
+    code, out, _ = run(capsys, "predict", "-q", "--json", "--runtime", "keras", "--model", str(model_dir), str(wav))
+    keras_scores = json.loads(out)["scores"]
+    assert (model_dir / "model.onnx").exists()
+    for emotion, p in from_stdin["scores"].items():  # stdin went through ONNX Runtime (runtime auto)
+        assert abs(p - keras_scores[emotion]) < 1e-4
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not audio")))
+    code, _, err = run(capsys, "predict", "-q", "--model", str(model_dir), "-")
+    assert code == 1 and "error: -: not a readable audio file" in err
+
+
+def test_export_formats(capsys, model_dir, tmp_path):
+    """ser export writes ONNX, TFLite and Keras files."""
+    for fmt in ("onnx", "tflite", "keras"):
+        out = tmp_path / f"m.{fmt}"
+        code, stdout, _ = run(capsys, "export", "-q", str(model_dir), "--format", fmt, "--out", str(out))
+        assert code == 0 and out.stat().st_size > 1000, (fmt, stdout)
+
+
+def test_timeline_of_a_long_recording(capsys, model_dir, tmp_path):
+    """--timeline finds the speech segments of a recording and writes JSON, CSV and PNG."""
+    parts = []
+    for emotion in ("happy", "sad", "angry"):
+        parts += [np.zeros(16000, np.float32), tone(emotion, seconds=2.0)]
+    parts.append(np.zeros(16000, np.float32))
+    recording = tmp_path / "call.wav"
+    sf.write(recording, np.concatenate(parts), 16000)
+    code, out, err = run(capsys, "predict", "-q", "--json", "--model", str(model_dir), "--timeline", str(recording),
+                         "--out", str(tmp_path / "call-emotions"))
+    segments = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and segments, err
+    # The tiny model reads 1 s, so speech is cut into pieces of at most 1 s: join touching pieces.
+    assert all(s["end"] - s["start"] <= 1.0 + 1e-6 for s in segments)
+    spans = [[segments[0]["start"], segments[0]["end"]]]
+    for segment in segments[1:]:
+        if segment["start"] - spans[-1][1] < 0.05:
+            spans[-1][1] = segment["end"]
+        else:
+            spans.append([segment["start"], segment["end"]])
+    assert len(spans) == 3, spans
+    for (start, end), truth in zip(spans, (1.0, 4.0, 7.0)):
+        assert abs(start - truth) < 0.15 and abs(end - (truth + 2.0)) < 0.15
+    for suffix in (".json", ".csv", ".png"):
+        assert (tmp_path / f"call-emotions{suffix}").stat().st_size > 0

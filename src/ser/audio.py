@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ser.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 #: Peak amplitude below which a clip is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -76,10 +79,21 @@ def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
     # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
     if y.shape[0] < expected * 0.99 - 1:
         raise AudioError(f"{path}: truncated file ({y.shape[0]} of {expected} frames decoded)")
+    if frames > 0 and info.frames > frames and _peak(y) < SILENCE_PEAK:
+        # The analysed start is silent; only a file that is silent throughout is an error.
+        whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        if _peak(whole) >= SILENCE_PEAK:
+            log.warning("%s: the first %.1f s are silent", path, duration)
+            return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path), allow_silent=True)
     return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path))
 
 
-def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, name: str = "audio") -> np.ndarray:
+def _peak(y: np.ndarray) -> float:
+    return float(np.max(np.abs(y))) if y.size else 0.0
+
+
+def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, name: str = "audio",
+            allow_silent: bool = False) -> np.ndarray:
     """Validate an in-memory signal and bring it to float32 mono at ``sr``.
 
     Parameters
@@ -94,6 +108,8 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
         Shorter signals are rejected.
     name : str
         Used in error messages.
+    allow_silent : bool
+        Accept an all-silent signal (a silent stretch of a file that has sound elsewhere).
 
     Returns
     -------
@@ -114,7 +130,7 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
     seconds = y.size / sr_in
     if seconds < min_duration:
         raise AudioError(f"{name}: {seconds:.3f} s is shorter than the {min_duration:g} s minimum")
-    if float(np.max(np.abs(y))) < SILENCE_PEAK:
+    if not allow_silent and _peak(y) < SILENCE_PEAK:
         raise AudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g})")
     if sr_in != sr:
         import soxr

@@ -211,45 +211,117 @@ def cmd_grid(args: argparse.Namespace) -> int:
 # --- prediction -------------------------------------------------------------
 
 def _expand_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (recursive), glob patterns and ``-`` (standard input) → paths to read."""
+    import glob
+
     from ser.dataset import AUDIO_EXTENSIONS
 
     paths: list[Path] = []
     for item in items:
         p = Path(item)
-        if p.is_dir():
+        if item == "-":
+            paths.append(p)
+        elif p.is_dir():
             paths.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
+        elif not p.exists() and glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            paths.extend(matches or [p])  # no match: reported as a missing file
         else:
             paths.append(p)  # a missing file is reported by the predictor, one line
     return paths
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    _import_tensorflow_quietly(args.verbose)
-    from ser.inference import Recognizer
+def _stdin_to_file(tmp_dir: str) -> Path:
+    """Standard input (audio in any libsndfile format) → a temporary file to decode."""
+    data = sys.stdin.buffer.read()
+    path = Path(tmp_dir) / "stdin"
+    path.write_bytes(data)
+    return path
 
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import tempfile
+
+    if args.timeline:
+        return _timeline(args)
     paths = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
-    recognizer = Recognizer.load(args.model)
-    results = recognizer.predict_files(paths, batch_size=args.batch_size, progress=not args.quiet and len(paths) > 1,
-                                       errors="return")
-    failed = 0
-    if not args.json:
+    recognizer = _load_recognizer(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        readable = [_stdin_to_file(tmp) if str(p) == "-" else p for p in paths]
+        results = recognizer.predict_files(readable, batch_size=args.batch_size,
+                                           progress=not args.quiet and len(paths) > 1, errors="return")
+    classes = recognizer.classes
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
+    if writer:
+        writer.writerow(["source", "label", "confidence", "duration", *classes])
+    elif not args.json:
         width = max(len(str(p)) for p in paths)
-        print("file".ljust(width) + "  label      conf  " + " ".join(c[:5].rjust(5) for c in recognizer.classes))
+        print("file".ljust(width) + "  label      conf  " + " ".join(c[:5].rjust(5) for c in classes))
+    failed = 0
     for path, result in zip(paths, results):
         if isinstance(result, SERError):
             failed += 1
-            print(f"error: {result}", file=sys.stderr)
+            message = str(result)
+            if str(path) == "-":  # name standard input, not its temporary copy
+                message = "-: " + message.split(": ", 1)[-1]
+            print(f"error: {message}", file=sys.stderr)
             continue
+        source = "-" if str(path) == "-" else str(path)
         if args.json:
-            print(json.dumps(result.to_dict()))
+            print(json.dumps({**result.to_dict(), "source": source}))
+        elif writer:
+            writer.writerow([source, result.label, f"{result.confidence:.6f}", f"{result.duration:.3f}",
+                             *(f"{result.scores[c]:.6f}" for c in classes)])
         else:
-            print(str(path).ljust(width) + f"  {result.label:<9} {result.confidence:5.2f}  "
-                  + " ".join(f"{result.scores[c]:5.2f}" for c in recognizer.classes))
+            print(source.ljust(width) + f"  {result.label:<9} {result.confidence:5.2f}  "
+                  + " ".join(f"{result.scores[c]:5.2f}" for c in classes))
     if failed:
         print(f"{failed} of {len(paths)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _load_recognizer(args: argparse.Namespace):
+    from ser.inference import DEFAULT_MODEL, ONNX_FILE, Recognizer
+
+    folder = Path(args.model) if args.model else DEFAULT_MODEL
+    if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
+        _import_tensorflow_quietly(args.verbose)
+    return Recognizer.load(folder, runtime=args.runtime)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    from ser import timeline as tl
+
+    recognizer = _load_recognizer(args)
+    source = Path(args.timeline)
+    segments = tl.timeline(source, recognizer, progress=not args.quiet)
+    stem = Path(args.out) if args.out else source.with_suffix("")
+    written = tl.save_timeline(segments, stem, source=str(source), duration=tl.file_duration(source),
+                               classes=recognizer.classes)
+    if args.json:
+        for segment in segments:
+            print(json.dumps(segment.to_dict()))
+    else:
+        for segment in segments:
+            print(f"{segment.start:9.2f} {segment.end:9.2f}  {segment.label:<9} {segment.confidence:5.2f}")
+    print(f"{len(segments)} segments -> " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ser import export
+    from ser.inference import Recognizer
+
+    _import_tensorflow_quietly(args.verbose)
+    recognizer = Recognizer.load(args.model, runtime="keras")
+    suffix = {"onnx": ".onnx", "tflite": ".tflite", "keras": ".keras"}[args.format]
+    out = Path(args.out) if args.out else Path(f"{Path(args.model or 'model').name}{suffix}")
+    getattr(export, f"export_{args.format}")(recognizer.model, out)
+    print(f"{out}: {args.format} export of {recognizer.path}")
+    return 0
 
 
 # --- parser -----------------------------------------------------------------
@@ -315,17 +387,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
-    p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="audio files and/or folders (searched recursively)")
+    p.add_argument("inputs", nargs="*", metavar="FILE|DIR|GLOB|-",
+                   help="audio files, folders (searched recursively), glob patterns, or - for standard input")
     p.add_argument("--model", help="model folder (default: the bundled model)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"],
+                   help="auto: ONNX Runtime when the model folder has model.onnx (fast start), else Keras")
+    p.add_argument("--timeline", metavar="FILE",
+                   help="long recording: emotion of each speech segment (streamed), written as JSON, CSV and PNG")
+    p.add_argument("--out", help="with --timeline: output path stem (default: next to the recording)")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", parents=[common], help="export a model for other runtimes")
+    p.add_argument("model", nargs="?", help="model folder (default: the bundled model)")
+    p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
+    p.add_argument("--out", help="file to write (default: <model name>.<format>)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "predict" and not args.inputs and not args.timeline:
+        parser.error("predict: give audio files, folders, glob patterns or - (or --timeline FILE)")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:

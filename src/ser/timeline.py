@@ -1,0 +1,648 @@
+"""Emotion timelines for long recordings: stream → detect speech → recognise each segment.
+
+An hour of audio never sits in memory at once. The file is decoded block by block
+(:func:`stream_audio`), an incremental energy voice-activity detector (:class:`EnergyVAD`)
+turns the stream into speech segments, and each segment is handed to the recognizer as soon
+as it is complete (:func:`timeline`). Only the samples that a future segment can still need
+are kept: the open segment (at most ``2 * max_segment`` seconds), plus up to one second of
+audio whose speech/non-speech decision is still pending, plus one decoded block.
+
+The results are written as JSON, CSV and a PNG timeline (:func:`write_json`,
+:func:`write_csv`, :func:`plot_timeline`, or all three with :func:`save_timeline`).
+
+Example
+-------
+>>> from ser.inference import Recognizer
+>>> from ser import timeline as tl
+>>> rec = Recognizer.load()
+>>> segments = tl.timeline("meeting.flac", rec, progress=True)        # doctest: +SKIP
+>>> tl.save_timeline(segments, "meeting", source="meeting.flac",      # doctest: +SKIP
+...                  duration=tl.file_duration("meeting.flac"), classes=rec.classes)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ser.errors import AudioError, ConfigError
+from ser.utils import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from ser.inference import Prediction
+
+log = logging.getLogger(__name__)
+
+#: Seconds of frames between two noise-floor updates; also the longest a frame waits for its decision.
+#: A fixed grid of frame indices (not of input blocks) makes the result independent of block size.
+CHUNK_SECONDS = 1.0
+#: Mean-square energy added before taking the log, so digital silence is -100 dB, not -inf.
+_ENERGY_EPS = 1e-10
+
+
+class SupportsPredict(Protocol):
+    """Anything that recognises one in-memory clip, like :class:`ser.inference.Recognizer`."""
+
+    classes: Sequence[str]
+
+    def predict(self, y: np.ndarray, sr: int) -> Prediction: ...
+
+
+# --- decoding ---------------------------------------------------------------------------------
+def file_duration(path: str | os.PathLike) -> float:
+    """Duration of an audio file in seconds, from its header (nothing is decoded).
+
+    Raises
+    ------
+    AudioError
+        One line naming the file: missing, a folder, empty, not audio or without frames.
+    """
+    info = _info(Path(path))
+    return info.frames / info.samplerate
+
+
+def _info(path: Path):
+    import soundfile as sf
+
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: no audio frames")
+    return info
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # libsndfile messages repeat the path; keep only the reason.
+    return text.split(": ", 1)[-1] if text.startswith(("Error opening", "<")) else text
+
+
+def stream_audio(path: str | os.PathLike, *, sr: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """Decode an audio file block by block as float32 mono at ``sr``.
+
+    The file is checked when this function is called (not at the first ``next``), so a bad
+    file fails before any work starts.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any format libsndfile reads (WAV, FLAC, OGG, MP3, ...), any rate and channel count.
+    sr : int
+        Output sample rate. Resampling uses one :class:`soxr.ResampleStream` for the whole
+        file, so block edges are seamless: the concatenated blocks equal (to float rounding)
+        the file resampled in one go.
+    block_seconds : float
+        Seconds of the *file* decoded per block; memory use is proportional to it.
+
+    Yields
+    ------
+    numpy.ndarray
+        float32 arrays of shape ``(n_samples,)``; lengths vary slightly (resampler delay),
+        the last may be short, and an empty one may appear.
+
+    Raises
+    ------
+    AudioError
+        Missing, empty or unreadable file, or a decoding failure part-way through.
+    ConfigError
+        ``sr`` or ``block_seconds`` out of range.
+    """
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ConfigError(f"sr={sr!r}: expected a positive integer")
+    if not block_seconds > 0:
+        raise ConfigError(f"block_seconds={block_seconds!r}: expected a positive number")
+    path = Path(path)
+    info = _info(path)
+    return _blocks(path, info, int(sr), max(1, int(round(block_seconds * info.samplerate))))
+
+
+def _blocks(path: Path, info, sr: int, blocksize: int) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    resampler = None
+    if info.samplerate != sr:
+        import soxr
+
+        resampler = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
+    decoded = 0
+    warned = False
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            for block in fh.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                decoded += block.shape[0]
+                # Mixing before resampling halves the resampler's work for stereo.
+                y = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+                if not np.all(np.isfinite(y)):
+                    # One bad sample would smear through the resampler; treat it as silence.
+                    if not warned:
+                        log.warning("%s: NaN or infinite samples replaced by 0", path)
+                        warned = True
+                    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+                y = np.ascontiguousarray(y, dtype=np.float32)
+                yield y if resampler is None else resampler.resample_chunk(y)
+    except RuntimeError as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+    if resampler is not None:
+        # Flush the resampler's delay line: the last few milliseconds of the file.
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if decoded < info.frames:
+        # libsndfile stops early on a damaged file; what was decoded is still usable.
+        log.warning("%s: decoded %d of %d frames; the file may be truncated", path, decoded, info.frames)
+
+
+# --- voice activity -----------------------------------------------------------------------
+class EnergyVAD:
+    """Incremental energy-based voice-activity detector.
+
+    Feed it consecutive blocks of one mono signal; it returns each speech segment once the
+    segment is over. Frames of ``frame_length`` seconds every ``hop_length`` seconds get a
+    log-energy (dB of the mean square, full-scale sine ≈ -3 dB). A frame is speech when its
+    energy exceeds ``max(noise_floor + margin_db, threshold_db)``.
+
+    The noise floor is the ``floor_percentile``-th percentile of the frame energies of the last
+    ``floor_window`` seconds, updated once per second. It may drop at once (the room got
+    quieter) but rises by at most ``floor_rise`` dB per second, so a long utterance is not
+    absorbed into the floor, while a lasting louder background is learnt within tens of seconds.
+    The absolute ``threshold_db`` keeps digital silence and near-silence from ever being speech.
+
+    Speech frames separated by less than ``min_gap`` seconds of non-speech are merged
+    (hangover); segments shorter than ``min_speech`` are dropped; segments longer than
+    ``max_segment`` are cut into near-equal pieces of at most ``max_segment`` seconds.
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate of the blocks.
+    frame_length, hop_length : float
+        Analysis frame and hop, in seconds.
+    margin_db : float
+        How far above the noise floor speech must be.
+    threshold_db : float
+        Absolute minimum frame energy of speech, in dBFS.
+    floor_window : float
+        Seconds of history for the noise floor.
+    floor_percentile : float
+        Percentile of the history's frame energies taken as the noise floor.
+    floor_rise : float
+        Fastest rise of the noise floor, dB per second.
+    min_speech, min_gap, max_segment : float
+        Seconds; see above. ``max_segment`` must be at least ``2 * min_speech`` so that no
+        piece of a cut segment is too short.
+
+    Notes
+    -----
+    Memory does not grow with the length of the stream: the detector keeps fewer than one
+    frame of samples, ``floor_window`` seconds of frame energies (one float per hop) and at
+    most one second of undecided frames. :attr:`keep_from` tells a caller which samples a
+    future segment can still include.
+
+    Times are of the frame centres' hop-wide regions, so boundaries are accurate to about
+    one hop plus the frame's reach into the silence (≈ 20 ms for the defaults). A recording
+    that *starts* with over ten seconds of uninterrupted loud sound has no quiet reference yet
+    and may be detected late; real speech pauses often enough for this not to matter.
+    """
+
+    def __init__(self, *, sr: int = 16000, frame_length: float = 0.030, hop_length: float = 0.010,
+                 margin_db: float = 10.0, threshold_db: float = -60.0, floor_window: float = 10.0,
+                 floor_percentile: float = 10.0, floor_rise: float = 1.0, min_speech: float = 0.5,
+                 min_gap: float = 0.3, max_segment: float = 10.0) -> None:
+        if not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise ConfigError(f"sr={sr!r}: expected a positive integer")
+        hop = int(round(hop_length * sr))
+        flen = int(round(frame_length * sr))
+        if hop < 1:
+            raise ConfigError(f"hop_length={hop_length!r}: expected at least one sample at sr={sr}")
+        if flen < hop:
+            raise ConfigError(f"frame_length={frame_length!r}: expected at least hop_length={hop_length!r}")
+        for name, value in (("margin_db", margin_db), ("floor_rise", floor_rise), ("min_speech", min_speech),
+                            ("min_gap", min_gap)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}={value!r}: expected a number >= 0")
+        if not (isinstance(threshold_db, (int, float)) and math.isfinite(threshold_db)):
+            raise ConfigError(f"threshold_db={threshold_db!r}: expected a finite number")
+        if not 0 <= floor_percentile <= 100:
+            raise ConfigError(f"floor_percentile={floor_percentile!r}: expected a number in [0, 100]")
+        if not floor_window >= CHUNK_SECONDS:
+            raise ConfigError(f"floor_window={floor_window!r}: expected at least {CHUNK_SECONDS:g} s")
+        if not (isinstance(max_segment, (int, float)) and max_segment >= max(2 * min_speech, 2 * hop_length)):
+            raise ConfigError(f"max_segment={max_segment!r}: expected at least 2 * min_speech = {2 * min_speech:g} s")
+        self.sr = int(sr)
+        self.frame_length, self.hop_length = frame_length, hop_length
+        self.margin_db, self.threshold_db = float(margin_db), float(threshold_db)
+        self.floor_window, self.floor_percentile, self.floor_rise = floor_window, floor_percentile, floor_rise
+        self.min_speech, self.min_gap, self.max_segment = min_speech, min_gap, max_segment
+        self._hop, self._flen = hop, flen
+        # A speech frame stands for the hop-wide region at its centre, so consecutive
+        # speech frames tile the segment without overlap.
+        self._off = (flen - hop) // 2
+        self._chunk = max(1, int(round(CHUNK_SECONDS * sr / hop)))
+        self._window = max(self._chunk, int(round(floor_window * sr / hop)))
+        self._gap_frames = max(1, int(round(min_gap * sr / hop)))
+        self._min_samples = int(round(min_speech * sr))
+        self._max_frames = max(1, int(round(max_segment * sr)) // hop)
+        self._rise_per_frame = floor_rise * hop / sr
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything; the next block starts a new stream at time 0."""
+        self._tail = np.zeros(0, dtype=np.float32)  # samples from frame `_next_frame` on
+        self._n_fed = 0
+        self._next_frame = 0  # first frame whose energy is not computed yet
+        self._decided = 0  # first frame without a speech/non-speech decision
+        self._pending: list[np.ndarray] = []  # energies of frames _decided .. _next_frame - 1
+        self._history = np.zeros(0)  # energies of the last `_window` decided frames
+        self._floor: float | None = None
+        self._seg_start: int | None = None  # first frame of the open segment
+        self._last_speech = -1
+        self._flushed = False
+
+    # ---- public interface ----
+    @property
+    def noise_floor(self) -> float | None:
+        """Current noise-floor estimate in dB (``None`` before the first second)."""
+        return self._floor
+
+    @property
+    def keep_from(self) -> int:
+        """Index of the first sample that a segment not yet returned can include."""
+        frame = self._seg_start if self._seg_start is not None else self._decided
+        return frame * self._hop + self._off
+
+    def feed(self, block: np.ndarray) -> list[tuple[float, float]]:
+        """Add the next samples of the stream.
+
+        Parameters
+        ----------
+        block : numpy.ndarray
+            Shape ``(n_samples,)`` at :attr:`sr`; any length, including 0.
+
+        Returns
+        -------
+        list of (float, float)
+            Segments finished by this block, ``(start, end)`` in seconds from the start of the
+            stream, in order.
+        """
+        return [(s / self.sr, e / self.sr) for s, e in self._feed(block)]
+
+    def flush(self) -> list[tuple[float, float]]:
+        """End the stream: decide the last frames and close any open segment.
+
+        Returns
+        -------
+        list of (float, float)
+            The remaining segments, like :meth:`feed`. Call :meth:`reset` to reuse the detector.
+        """
+        return [(s / self.sr, e / self.sr) for s, e in self._flush()]
+
+    # ---- sample-index versions, used by timeline() to cut exact sample ranges ----
+    def _feed(self, block: np.ndarray) -> list[tuple[int, int]]:
+        if self._flushed:
+            raise RuntimeError("EnergyVAD.feed after flush(); call reset() first")
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 1:
+            raise AudioError(f"EnergyVAD.feed: expected shape (n_samples,), got {block.shape}")
+        self._n_fed += block.size
+        x = np.concatenate([self._tail, block]) if self._tail.size else block
+        n = (x.size - self._flen) // self._hop + 1 if x.size >= self._flen else 0
+        if n > 0:
+            x64 = x[: (n - 1) * self._hop + self._flen].astype(np.float64)
+            frames = np.lib.stride_tricks.sliding_window_view(x64, self._flen)[:: self._hop]
+            # einsum sums each frame in place: no (n_frames, frame_length) temporary.
+            energy = np.einsum("ij,ij->i", frames, frames) / self._flen
+            self._pending.append(10.0 * np.log10(energy + _ENERGY_EPS))
+            self._next_frame += n
+        # Copy, so the (possibly large) concatenated block can be freed.
+        self._tail = x[n * self._hop:].copy()
+        out: list[tuple[int, int]] = []
+        while self._next_frame - self._decided >= self._chunk:
+            out += self._decide(self._take(self._chunk))
+        return out
+
+    def _flush(self) -> list[tuple[int, int]]:
+        if self._flushed:
+            return []
+        out: list[tuple[int, int]] = []
+        if self._next_frame > self._decided:
+            out += self._decide(self._take(self._next_frame - self._decided))
+        if self._seg_start is not None:
+            out += self._close()
+        self._flushed = True
+        return out
+
+    # ---- internals ----
+    def _take(self, count: int) -> np.ndarray:
+        pending = np.concatenate(self._pending)
+        self._pending = [pending[count:]] if pending.size > count else []
+        return pending[:count]
+
+    def _decide(self, energy: np.ndarray) -> list[tuple[int, int]]:
+        """Decide ``energy``'s frames (the next undecided ones) and run the segment logic."""
+        self._history = np.concatenate([self._history, energy])[-self._window:]
+        candidate = float(np.percentile(self._history, self.floor_percentile))
+        if self._floor is None or candidate <= self._floor:
+            self._floor = candidate
+        else:
+            self._floor = min(candidate, self._floor + self._rise_per_frame * energy.size)
+        threshold = max(self._floor + self.margin_db, self.threshold_db)
+        out: list[tuple[int, int]] = []
+        first = self._decided
+        self._decided += energy.size
+        # A plain loop over frames: a few hundred thousand per hour, well under a second.
+        for i, speech in enumerate((energy > threshold).tolist(), start=first):
+            if self._seg_start is None:
+                if speech:
+                    self._seg_start = self._last_speech = i
+            elif speech:
+                self._last_speech = i
+                # Emit early pieces of a long segment, so memory stays bounded; keeping up to
+                # 2 * max_segment lets the last two pieces be balanced at the close.
+                if i + 1 - self._seg_start >= 2 * self._max_frames:
+                    cut = self._seg_start + self._max_frames
+                    out.append((self._sample(self._seg_start), self._sample(cut)))
+                    self._seg_start = cut
+            elif i - self._last_speech >= self._gap_frames:
+                out += self._close()
+        return out
+
+    def _close(self) -> list[tuple[int, int]]:
+        start, stop = self._seg_start, self._last_speech + 1
+        self._seg_start = None
+        if (stop - start) * self._hop < self._min_samples:
+            return []
+        pieces = math.ceil((stop - start) / self._max_frames)
+        edges = [start + round(k * (stop - start) / pieces) for k in range(pieces + 1)]
+        return [(self._sample(a), self._sample(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+    def _sample(self, frame: int) -> int:
+        return frame * self._hop + self._off
+
+
+# --- segments and recognition -------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of speech and the emotion recognised in it.
+
+    Attributes
+    ----------
+    start, end : float
+        Seconds from the start of the recording.
+    label : str
+        The most probable emotion.
+    confidence : float
+        Its probability.
+    scores : dict
+        Probability of every class, in the model's class order.
+    """
+
+    start: float
+    end: float
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """``end - start`` in seconds."""
+        return self.end - self.start
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "label": self.label,
+                "confidence": round(self.confidence, 6),
+                "scores": {k: round(v, 6) for k, v in self.scores.items()}}
+
+
+#: Longest segment handed to the recognizer when neither the caller nor the model says otherwise.
+MAX_SEGMENT = 10.0
+
+
+def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | None = None,
+             block_seconds: float = 30.0, progress: bool = False, margin_db: float = 10.0,
+             threshold_db: float = -60.0, min_speech: float = 0.5, min_gap: float = 0.3,
+             max_segment: float | None = None) -> list[Segment]:
+    """Find the speech in a recording, of any length, and the emotion of each segment.
+
+    The file is streamed (:func:`stream_audio`), speech is detected incrementally
+    (:class:`EnergyVAD`) and each segment is recognised as soon as it is complete, so memory
+    stays bounded however long the file is.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any format libsndfile reads.
+    recognizer : Recognizer or similar
+        Anything with ``predict(y, sr) -> Prediction``; it receives float32 arrays of shape
+        ``(n_samples,)`` at ``sr``. If it has a ``config.audio`` (a :class:`ser.inference.Recognizer`
+        does), its ``sample_rate``, ``duration`` and ``max_duration`` set the defaults below.
+    sr : int, optional
+        Rate the audio is decoded at and handed to the recognizer. Default: the recognizer's
+        own rate (so it never resamples twice, and a 22.05 kHz model gets its full band), else 16000.
+    block_seconds : float
+        Seconds decoded at a time (memory ∝ this).
+    progress : bool
+        Show a progress bar over seconds of audio.
+    margin_db, threshold_db, min_speech, min_gap : float
+        Voice-activity settings; see :class:`EnergyVAD`.
+    max_segment : float, optional
+        Longer speech is cut into near-equal pieces of at most this many seconds. Default:
+        10 s, or the recognizer's analysis window ``config.audio.duration`` if shorter (a model
+        that looks only at the first 3 s of a clip would otherwise label 10 s from 3 s of it),
+        but never below ``2 * min_speech``.
+
+    Returns
+    -------
+    list of Segment
+        In time order. Segments the recognizer refuses with :class:`AudioError` (e.g. silent)
+        are left out and logged.
+
+    Raises
+    ------
+    AudioError
+        The file is missing, empty or unreadable.
+    ConfigError
+        A setting is out of range.
+    """
+    from tqdm.auto import tqdm
+
+    model_audio = getattr(getattr(recognizer, "config", None), "audio", None)
+    if sr is None:
+        sr = int(getattr(model_audio, "sample_rate", 16000))
+    if max_segment is None:
+        window = float(getattr(model_audio, "duration", MAX_SEGMENT) or MAX_SEGMENT)
+        max_segment = max(min(MAX_SEGMENT, window), 2 * min_speech)
+    limit = getattr(model_audio, "max_duration", None)
+    if limit is not None and max_segment > limit:
+        raise ConfigError(f"max_segment={max_segment!r}: expected at most the model's max_duration {limit:g} s")
+    vad = EnergyVAD(sr=sr, margin_db=margin_db, threshold_db=threshold_db, min_speech=min_speech,
+                    min_gap=min_gap, max_segment=max_segment)
+    log.debug("timeline: sr=%d, max_segment=%g s", sr, max_segment)
+    total = file_duration(path)
+    blocks = stream_audio(path, sr=sr, block_seconds=block_seconds)
+    # Samples from index `base` on: the open segment and the undecided frames, nothing older.
+    buffer = np.zeros(0, dtype=np.float32)
+    base = 0
+    segments: list[Segment] = []
+    skipped = 0
+
+    def recognise(spans: list[tuple[int, int]]) -> None:
+        nonlocal skipped
+        for a, b in spans:
+            if a < base:  # cannot happen while EnergyVAD.keep_from holds; fail loudly if it does
+                raise RuntimeError(f"segment at sample {a} was already discarded (buffer starts at {base})")
+            y = buffer[a - base:b - base].copy()
+            try:
+                p = recognizer.predict(y, sr)
+            except AudioError as exc:
+                skipped += 1
+                log.info("%s: segment %.2f-%.2f s skipped (%s)", path, a / sr, b / sr, exc)
+                continue
+            segments.append(Segment(a / sr, b / sr, p.label, float(p.confidence), dict(p.scores)))
+
+    with tqdm(total=round(total, 1), disable=not progress, desc="timeline", unit="s",
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+        for block in blocks:
+            buffer = np.concatenate([buffer, block])
+            recognise(vad._feed(block))
+            keep = vad.keep_from
+            if keep > base:
+                buffer = buffer[keep - base:]
+                base = keep
+            bar.update(min(block.size / sr, bar.total - bar.n))
+        recognise(vad._flush())
+    log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
+    return segments
+
+
+# --- writers ------------------------------------------------------------------------------
+def write_json(segments: Sequence[Segment], path: str | os.PathLike, *, source: str | os.PathLike | None,
+               duration: float) -> Path:
+    """Write ``{"source", "duration", "segments": [...]}`` as one JSON document (atomically)."""
+    doc = {"source": None if source is None else str(source), "duration": round(float(duration), 3),
+           "segments": [s.to_dict() for s in segments]}
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def write_csv(segments: Sequence[Segment], path: str | os.PathLike, *,
+              classes: Sequence[str] | None = None) -> Path:
+    """Write ``start,end,label,confidence,<one column per class>`` rows (atomically).
+
+    ``classes`` fixes the score columns (default: the first segment's classes), so an empty
+    timeline still gets the full header.
+    """
+    if classes is None:
+        classes = list(segments[0].scores) if segments else []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["start", "end", "label", "confidence", *classes])
+    for s in segments:
+        writer.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.label, f"{s.confidence:.6f}",
+                         *(f"{s.scores.get(c, float('nan')):.6f}" for c in classes)])
+    return atomic_write_text(path, buf.getvalue())
+
+
+#: Row lengths for long plots: the shortest that needs at most `_MAX_ROWS` rows is used.
+_ROW_SECONDS = (120, 300, 600, 900, 1800, 3600, 7200, 14400)
+_MAX_ROWS = 12
+
+
+def plot_timeline(segments: Sequence[Segment], path: str | os.PathLike, *, classes: Sequence[str],
+                  duration: float, title: str = "") -> Path:
+    """Save a PNG timeline: one coloured bar per segment, height = confidence.
+
+    Recordings longer than two minutes are wrapped over several rows (at most 12) so that short
+    segments stay visible.
+
+    Parameters
+    ----------
+    segments : sequence of Segment
+        As returned by :func:`timeline`.
+    path : str or path-like
+        The PNG to write (atomically).
+    classes : sequence of str
+        Emotions in legend order; each keeps its colour whatever the recording.
+    duration : float
+        Length of the recording in seconds (the x-axis extent).
+    title : str
+        Figure title, e.g. the file name.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    duration = max(float(duration), max((s.end for s in segments), default=0.0), 1e-3)
+    names = list(classes) + sorted({s.label for s in segments} - set(classes))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colours = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    row = duration if duration <= _ROW_SECONDS[0] else next(
+        (r for r in _ROW_SECONDS if duration / r <= _MAX_ROWS), math.ceil(duration / _MAX_ROWS))
+    rows = max(1, math.ceil(duration / row - 1e-9))
+    # Constrained layout keeps the title and the legend above the rows without manual offsets.
+    fig, axes = plt.subplots(rows, 1, figsize=(12, 1.3 + (1.1 * rows if rows > 1 else 1.5)), squeeze=False,
+                             sharey=True, layout="constrained")
+    clock = FuncFormatter(lambda t, _: _clock(t))
+    for r, ax in enumerate(axes[:, 0]):
+        lo, hi = r * row, (r + 1) * row
+        for s in segments:
+            if s.end <= lo or s.start >= hi:
+                continue
+            a, b = max(s.start, lo), min(s.end, hi)
+            ax.bar(a, s.confidence, width=b - a, align="edge", color=colours[s.label],
+                   edgecolor="white", linewidth=0.3)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, 0.5, 1])
+        ax.xaxis.set_major_formatter(clock)
+        ax.grid(axis="x", color="0.85", linewidth=0.6)
+        ax.set_axisbelow(True)
+        # Grey out the part of the last row after the end of the recording.
+        if hi > duration:
+            ax.axvspan(duration, hi, color="0.93", linewidth=0)
+    axes[rows // 2, 0].set_ylabel("confidence")
+    axes[-1, 0].set_xlabel("time (h:mm:ss)" if duration >= 3600 else "time (m:ss)")
+    handles = [Patch(color=colours[n], label=n) for n in names]
+    fig.legend(handles=handles, loc="outside right upper", frameon=False, title="emotion")
+    heading = title or "emotion timeline"
+    fig.suptitle(f"{heading} — {len(segments)} speech segments, {_clock(duration)}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _clock(t: float) -> str:
+    t = int(round(t))
+    h, rest = divmod(t, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, source: str | os.PathLike | None,
+                  duration: float, classes: Sequence[str]) -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png``; returns the paths by kind."""
+    stem = Path(stem)
+    name = stem.name
+    return {"json": write_json(segments, stem.with_name(name + ".json"), source=source, duration=duration),
+            "csv": write_csv(segments, stem.with_name(name + ".csv"), classes=classes),
+            "png": plot_timeline(segments, stem.with_name(name + ".png"), classes=classes, duration=duration,
+                                 title=Path(source).name if source is not None else "")}
