@@ -8,6 +8,7 @@ featurised in worker processes so both cores are used.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -58,15 +59,22 @@ def _encoder_digest() -> str:
     return sha256_file(default_whisper_dir() / "model.bin")
 
 
+def _changed(section) -> dict:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if getattr(section, f.name) != f.default}
+
+
 def settings_digest(config: Config, copy: int, condition: str | None = None) -> str:
     """Digest of everything besides the file content that determines an entry."""
-    parts = {"v": CACHE_VERSION, "audio": config.to_dict()["audio"], "features": config.to_dict()["features"]}
+    # Only settings that differ from their defaults: adding a new setting (at its
+    # default) to the config then leaves every existing entry valid.
+    parts = {"v": CACHE_VERSION, "audio": _changed(config.audio), "features": _changed(config.features)}
     if condition:
         parts["condition"] = condition
     if config.features.kind == "whisper":
         parts["encoder"] = _encoder_digest()
     if copy:
-        parts.update(augment=config.to_dict()["augment"], seed=config.train.seed, copy=copy)
+        parts.update(augment=_changed(config.augment), seed=config.train.seed, copy=copy)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
