@@ -654,8 +654,9 @@ def _dequantize(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def save_encoder(path: str | os.PathLike, *, source: str | os.PathLike | None = None) -> Path:
-    """Export the encoder of a CTranslate2 Whisper folder as one int8 ``.npz`` (about 22 MB).
+def save_encoder(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
+                 precision: str = "float32") -> Path:
+    """Export the encoder of a CTranslate2 Whisper folder as one compressed ``.npz`` (arrays only).
 
     Parameters
     ----------
@@ -663,6 +664,10 @@ def save_encoder(path: str | os.PathLike, *, source: str | os.PathLike | None = 
         File to write (atomically).
     source : path-like, optional
         CTranslate2 folder (default: :func:`default_whisper_dir`), checksum-verified.
+    precision : {"float32", "int8"}
+        ``"float32"`` keeps the published float16 values (lossless: the same features
+        as :meth:`WhisperEncoder.from_dir`, 38 MB); ``"int8"`` stores
+        :func:`quantize_int8` (19 MB, the same features as ``from_dir(precision="int8")``).
     """
     import io
 
@@ -671,8 +676,15 @@ def save_encoder(path: str | os.PathLike, *, source: str | os.PathLike | None = 
     folder = Path(source) if source is not None else default_whisper_dir()
     _check_sha256(folder, "model.bin")
     _, _, variables = _read_model_bin(folder / "model.bin", "encoder/")
+    if precision == "int8":
+        arrays = quantize_int8(variables)
+    elif precision == "float32":
+        # model.bin holds float16 values; storing them as float16 loses nothing.
+        arrays = {k: v.astype(np.float16) if np.issubdtype(v.dtype, np.floating) else v for k, v in variables.items()}
+    else:
+        raise ValueError(f"precision={precision!r}: expected 'float32' or 'int8'")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **quantize_int8(variables))
+    np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
 
 

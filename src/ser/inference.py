@@ -9,7 +9,8 @@ A model folder carries everything needed to use it::
     metrics.json    evaluation results known when it was saved
     history.json    training curves (and curves.png)
     README.md       model card (data, protocol, metrics, license)
-    encoder.npz     (encoder-feature models) the int8 Whisper-base encoder, arrays only
+    encoder.npz     (encoder-feature models) the Whisper-base encoder, arrays only (38 MB float16,
+                    or 19 MB int8 when trained with int8 weights)
     SHA256SUMS      checksums of the files above; a mismatch refuses the load
 """
 
@@ -39,7 +40,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "default"
 MODEL_FILES = ("model.keras", "config.json", "labels.json")
 #: The same network as an ONNX graph, run by ONNX Runtime (see ser.export).
 ONNX_FILE = "model.onnx"
-#: The int8 speech encoder a whisper-feature model carries (see ser.encoders.save_encoder).
+#: The speech encoder a whisper-feature model carries (see ser.encoders.save_encoder).
 ENCODER_FILE = "encoder.npz"
 CHECKSUMS = "SHA256SUMS"
 
@@ -175,14 +176,14 @@ class Recognizer:
 
             export_onnx(self.model, tmp / ONNX_FILE)
             self.config.save(tmp / "config.json")
-            if self.config.features.kind == "whisper" and self.config.features.encoder_precision == "int8":
+            if self.config.features.kind == "whisper":
                 # Carry the encoder, so the folder works without the CTranslate2 weights.
                 if self.path is not None and (self.path / ENCODER_FILE).exists():
                     shutil.copyfile(self.path / ENCODER_FILE, tmp / ENCODER_FILE)
                 else:
                     from ser.encoders import save_encoder
 
-                    save_encoder(tmp / ENCODER_FILE)
+                    save_encoder(tmp / ENCODER_FILE, precision=self.config.features.encoder_precision)
             atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
             atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
             if history is not None:
