@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WHISPER_LICENSE = ("Speech encoder: OpenAI Whisper base (MIT license, Copyright (c) 2022 OpenAI), frozen; this "
-                   "folder carries its encoder weights rounded to int8 (encoder.npz). ")
+                   "folder carries its encoder weights (encoder.npz: {}). ")
 LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391; Zenodo 1188976), "
            "licensed CC BY-NC-SA 4.0: attribution, non-commercial use only, share-alike. These weights are "
            "derived from it and carry the same license.")
@@ -87,7 +87,9 @@ def main() -> int:
                      "train_s": round(train_s, 1), "device": describe_device(), "date": date.today().isoformat(),
                      "command": "python benchmarks/train_default.py " + shlex.join(sys.argv[1:])},
         "evaluation": evaluation,
-        "data_license": (WHISPER_LICENSE if config.features.kind == "whisper" else "") + LICENSE,
+        "data_license": (WHISPER_LICENSE.format(
+            "int8, rounded per output channel" if config.features.encoder_precision == "int8"
+            else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
     }
     out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6

@@ -1,0 +1,107 @@
+"""Speed and memory benchmark of ``ser predict`` (whole processes, as a user runs them).
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/speed.py                      # the bundled default model
+    .venv/bin/python benchmarks/speed.py --model path/to/model --name mine
+
+Figures (written to ``benchmarks/results/speed_<name>.json``):
+
+- ``cold_predict_wall_s``: ``ser predict -q CLIP`` from process start to exit (median of 5);
+- ``single_predict_peak_rss_mb``: that process's peak resident memory;
+- ``throughput_clips_per_s``: ``ser predict -q --csv FOLDER`` over RAVDESS clips on disk
+  (decode, resample, features, model), clips / whole-process wall time;
+- ``timeline_1h_wall_s`` / ``timeline_1h_peak_rss_mb``: ``ser predict --timeline`` on one hour
+  of 16 kHz speech (RAVDESS clips back to back, with their own pauses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SER = str(ROOT / ".venv" / "bin" / "ser")
+
+
+def run(argv: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB) of that process alone."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{shlex.join(argv)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: the bundled model)")
+    parser.add_argument("--name", default="default")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
+    parser.add_argument("--clips", type=int, default=480, help="clips for the throughput figure")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    import soundfile as sf
+
+    model = ["--model", args.model] if args.model else []
+    clips = sorted(Path(args.data).rglob("*.flac"))
+    one = str(clips[0])
+    start = time.perf_counter()
+    cold = [run([SER, "predict", "-q", *model, one]) for _ in range(5)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "clips"
+        folder.mkdir()
+        for clip in clips[: args.clips]:
+            (folder / clip.name).symlink_to(clip)
+        wall, _ = run([SER, "predict", "-q", "--csv", *model, str(folder)])
+        throughput = args.clips / wall
+        # One hour of speech at 16 kHz, written in pieces (never held whole in memory here).
+        hour = Path(tmp) / "hour.wav"
+        written, i = 0, 0
+        with sf.SoundFile(hour, "w", samplerate=16000, channels=1, subtype="PCM_16") as out:
+            while written < 3600 * 16000:
+                y, sr = sf.read(clips[i % len(clips)], dtype="float32", always_2d=True)
+                y = y.mean(axis=1)[: 3600 * 16000 - written]
+                out.write(y)
+                written += y.size
+                i += 1
+        timeline_wall, timeline_rss = run([SER, "predict", "-q", *model, "--timeline", str(hour),
+                                           "--out", str(Path(tmp) / "hour-emotions")])
+        segments = json.loads((Path(tmp) / "hour-emotions.json").read_text())["segments"]
+    result = {
+        "benchmark": "speed",
+        "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]),
+        "date": date.today().isoformat(),
+        "machine": {"cpus": os.cpu_count(), "gpu": None},
+        "model": args.name,
+        "model_path": args.model or "bundled default",
+        "cold_predict_wall_s": round(statistics.median(w for w, _ in cold), 3),
+        "cold_predict_wall_s_runs": [round(w, 3) for w, _ in cold],
+        "single_predict_peak_rss_mb": round(max(r for _, r in cold), 1),
+        "throughput_clips_per_s": round(throughput, 1),
+        "throughput_clips": args.clips,
+        "timeline_1h_wall_s": round(timeline_wall, 1),
+        "timeline_1h_peak_rss_mb": round(timeline_rss, 1),
+        "timeline_1h_segments": len(segments),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    out = Path(args.results) / f"speed_{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
