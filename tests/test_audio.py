@@ -200,3 +200,17 @@ def test_silent_start_of_a_sounding_file_is_accepted(tmp_path):
     sf.write(tmp_path / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
     with pytest.raises(AudioError, match="silent"):
         load(tmp_path / "silent.wav", sr=16000, duration=1.0)
+
+
+def test_trim_silence_matches_librosa(ravdess):
+    """Our trim is librosa.effects.trim's computation exactly (on real clips, loud and quiet)."""
+    import librosa
+
+    from ser.audio import trim_silence
+
+    for path in sorted((ravdess / "Actor_05").glob("*.flac"))[:6]:
+        y = load(path, sr=16000)
+        for signal in (y, 0.01 * y):
+            expected, _ = librosa.effects.trim(signal, top_db=40.0)
+            np.testing.assert_array_equal(trim_silence(signal, top_db=40.0), expected)
+    assert trim_silence(np.zeros(4000, np.float32), top_db=40.0).size == 4000  # flat: nothing quieter than peak

@@ -234,3 +234,13 @@ def test_last_state_matches_ctranslate2_encode(encoder):
         diff = np.abs(ours - expected)
         assert diff.mean() <= 1e-4, f"{name}: mean |diff| {diff.mean():.2e}"
         assert diff.max() <= 1e-2, f"{name}: max |diff| {diff.max():.2e}"
+
+
+def test_mel_filters_equal_librosa():
+    """The numpy mel filter bank is bit-identical to librosa.filters.mel (what Whisper used)."""
+    import librosa
+
+    from ser.encoders import _mel_filters
+
+    expected = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80).astype(np.float32)
+    np.testing.assert_array_equal(_mel_filters(), expected)

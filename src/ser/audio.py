@@ -139,6 +139,27 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
     return y
 
 
+def trim_silence(y: np.ndarray, *, top_db: float, frame_length: int = 2048, hop_length: int = 512) -> np.ndarray:
+    """Cut leading and trailing frames quieter than ``top_db`` below the loudest frame.
+
+    The same computation as ``librosa.effects.trim`` (centred frames, RMS in dB
+    relative to the maximum), reimplemented because importing ``librosa.effects``
+    costs seconds of start-up (it pulls in ``scipy.signal``). Returns an empty
+    array if nothing is above the threshold.
+    """
+    pad = frame_length // 2
+    padded = np.pad(y, (pad, pad))
+    # Frames laid out as librosa.util.frame does, (frame_length, n_frames), so the
+    # float32 means (and hence the decisions at the threshold) are identical.
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length].swapaxes(-1, -2)
+    power = np.mean(np.square(frames, dtype=np.float32), axis=-2)
+    db = 10 * np.log10(np.maximum(1e-10, power)) - 10 * np.log10(max(1e-10, float(power.max())))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return y[:0]
+    return y[loud[0] * hop_length: min(y.shape[-1], (loud[-1] + 1) * hop_length)]
+
+
 def fix_length(y: np.ndarray, *, size: int) -> np.ndarray:
     """Cut or zero-pad (at the end) ``y`` to exactly ``size`` samples."""
     if y.shape[0] >= size:

@@ -126,9 +126,7 @@ def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | 
 def condition_audio(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
     """Silence trimming and level normalisation as configured (both off by default)."""
     if audio.trim_db:
-        import librosa
-
-        trimmed, _ = librosa.effects.trim(y, top_db=audio.trim_db)
+        trimmed = audio_mod.trim_silence(y, top_db=audio.trim_db)
         # Never trim a clip to almost nothing: keep the original if too little is left.
         y = trimmed if trimmed.size >= audio.min_duration * audio.sample_rate else y
     if audio.peak_normalize:
