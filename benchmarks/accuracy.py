@@ -41,7 +41,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from ser.cache import FeatureCache, default_cache_dir
-    from ser.config import preset
+    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.evaluation import evaluate
 
@@ -49,14 +49,7 @@ def main() -> int:
     clips = load_dataset(args.data)
     config = preset(args.preset)
     if args.set:
-        changes = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            try:
-                changes[key] = json.loads(value)
-            except json.JSONDecodeError:
-                changes[key] = value
-        config = config.override(changes)
+        config = config.override(parse_overrides(args.set))
     name = f"accuracy_{args.name or args.preset}_{args.protocol}"
     if args.seed is not None:
         config = config.override({"train.seed": args.seed})

@@ -46,7 +46,7 @@ def main() -> int:
 
     from ser.augment import CONDITIONS
     from ser.cache import FeatureCache, compute_features, default_cache_dir
-    from ser.config import preset
+    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.labels import encode
     from ser.training import fit, predict_proba, prepare_features, si6_folds, speakers_of
@@ -55,7 +55,7 @@ def main() -> int:
     clips = load_dataset(args.data)
     config = preset(args.preset)
     if args.set:
-        config = config.override({k: _json_or_text(v) for k, _, v in (item.partition("=") for item in args.set)})
+        config = config.override(parse_overrides(args.set))
     name = args.name or args.preset
     cache = FeatureCache(default_cache_dir())
     work = Path(args.work) / f"robustness_{name}"
@@ -109,13 +109,6 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("preset", "clean_uar", "conditions", "wall_s")}))
     return 0
-
-
-def _json_or_text(value: str):
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
 
 
 if __name__ == "__main__":

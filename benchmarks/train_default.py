@@ -44,7 +44,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from ser.cache import FeatureCache, default_cache_dir
-    from ser.config import preset
+    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
     from ser.training import describe_device, fit_final
@@ -71,13 +71,7 @@ def main() -> int:
 
     config = preset(args.preset)
     if args.set:
-        changes = {}
-        for key, _, value in (item.partition("=") for item in args.set):
-            try:
-                changes[key] = json.loads(value)
-            except json.JSONDecodeError:
-                changes[key] = value
-        config = config.override(changes)
+        config = config.override(parse_overrides(args.set))
     clips = load_dataset(args.data)
     start = time.perf_counter()
     model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))

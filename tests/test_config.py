@@ -221,3 +221,13 @@ def test_min_duration_cannot_exceed_duration():
     """A minimum clip length above the analysed length would refuse every clip; it is refused instead."""
     with pytest.raises(ConfigError, match=r"audio\.min_duration=5\.0"):
         AudioConfig(duration=1.0, min_duration=5.0)
+
+
+def test_parse_overrides():
+    """KEY=VALUE strings become typed overrides; malformed ones are refused naming the item."""
+    from ser.config import parse_overrides
+
+    assert parse_overrides(["train.epochs=5", "features.kind=logmel", "model.filters=[8, 16]"]) == {
+        "train.epochs": 5, "features.kind": "logmel", "model.filters": [8, 16]}
+    with pytest.raises(ConfigError, match="--set 'epochs'"):
+        parse_overrides(["epochs"])

@@ -19,6 +19,43 @@ SILENCE_PEAK = 1e-4
 _TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+def read_info(path: str | os.PathLike):
+    """Read and check an audio file's header without decoding it.
+
+    Returns
+    -------
+    soundfile._SoundFileInfo
+        ``frames``, ``samplerate``, ``channels``...
+
+    Raises
+    ------
+    AudioError
+        One line naming the file: missing, a folder, empty, not audio, a
+        truncated WAV, or no frames.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        info = sf.info(str(path), verbose=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise AudioError(f"{path}: not a readable audio file ({error_reason(exc)})") from None
+    # libsndfile quietly shortens a WAV whose data chunk runs past the end of the
+    # file (an interrupted copy); its header log is the only place that says so.
+    cut = _TRUNCATED.search(info.extra_info or "")
+    if cut and int(cut.group(2)) < int(cut.group(1)):
+        raise AudioError(f"{path}: truncated file ({cut.group(2)} of {cut.group(1)} data bytes present)")
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: no audio frames")
+    return info
+
+
 def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
          min_duration: float = 0.1, max_duration: float | None = None) -> np.ndarray:
     """Decode an audio file to float32 mono at ``sr``.
@@ -50,23 +87,7 @@ def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
     import soundfile as sf
 
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
-    try:
-        info = sf.info(str(path), verbose=True)
-    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
-    # libsndfile quietly shortens a WAV whose data chunk runs past the end of the
-    # file (an interrupted copy); its header log is the only place that says so.
-    cut = _TRUNCATED.search(info.extra_info or "")
-    if cut and int(cut.group(2)) < int(cut.group(1)):
-        raise AudioError(f"{path}: truncated file ({cut.group(2)} of {cut.group(1)} data bytes present)")
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"{path}: no audio frames")
+    info = read_info(path)
     file_duration = info.frames / info.samplerate
     if max_duration is not None and file_duration > max_duration:
         raise AudioError(f"{path}: {file_duration:.1f} s is longer than the {max_duration:g} s limit for one clip")
@@ -74,7 +95,7 @@ def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
     try:
         y, file_sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001
-        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+        raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
     expected = info.frames if frames < 0 else min(frames, info.frames)
     # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
     if y.shape[0] < expected * 0.99 - 1:
@@ -167,7 +188,8 @@ def fix_length(y: np.ndarray, *, size: int) -> np.ndarray:
     return np.pad(y, (0, size - y.shape[0]))
 
 
-def _reason(exc: Exception) -> str:
+def error_reason(exc: Exception) -> str:
+    """The reason part of a libsndfile error message (without the repeated path)."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     # libsndfile messages repeat the path; keep only the reason.
     return text.split(": ", 1)[-1] if text.startswith(("Error opening", "<")) else text

@@ -19,18 +19,10 @@ log = logging.getLogger("ser")
 
 
 def _config(args: argparse.Namespace):
-    from ser.config import resolve
+    from ser.config import parse_overrides, resolve
 
     config = resolve(args.config)
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=20")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_overrides(args.set or [])
     return config.override(overrides) if overrides else config
 
 

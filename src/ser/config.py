@@ -494,6 +494,23 @@ def preset(name: str) -> Config:
         raise ConfigError(f"preset={name!r}: unknown; expected one of {sorted(PRESETS)}") from None
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=20", 'features.kind="logmel"']`` → ``{"train.epochs": 20, ...}``.
+
+    Values are read as JSON when they parse (numbers, booleans, lists), else as text.
+    """
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=20")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return changes
+
+
 def resolve(spec: str) -> Config:
     """A preset name or the path of a JSON config file → :class:`Config`."""
     if spec in PRESETS:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ser.audio import error_reason, read_info
 from ser.errors import AudioError, ConfigError
 from ser.utils import atomic_write_bytes, atomic_write_text
 
@@ -67,32 +68,8 @@ def file_duration(path: str | os.PathLike) -> float:
     AudioError
         One line naming the file: missing, a folder, empty, not audio or without frames.
     """
-    info = _info(Path(path))
+    info = read_info(Path(path))
     return info.frames / info.samplerate
-
-
-def _info(path: Path):
-    import soundfile as sf
-
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"{path}: no audio frames")
-    return info
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    # libsndfile messages repeat the path; keep only the reason.
-    return text.split(": ", 1)[-1] if text.startswith(("Error opening", "<")) else text
 
 
 def stream_audio(path: str | os.PathLike, *, sr: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
@@ -130,7 +107,7 @@ def stream_audio(path: str | os.PathLike, *, sr: int = 16000, block_seconds: flo
     if not block_seconds > 0:
         raise ConfigError(f"block_seconds={block_seconds!r}: expected a positive number")
     path = Path(path)
-    info = _info(path)
+    info = read_info(path)
     return _blocks(path, info, int(sr), max(1, int(round(block_seconds * info.samplerate))))
 
 
@@ -159,7 +136,7 @@ def _blocks(path: Path, info, sr: int, blocksize: int) -> Iterator[np.ndarray]:
                 y = np.ascontiguousarray(y, dtype=np.float32)
                 yield y if resampler is None else resampler.resample_chunk(y)
     except RuntimeError as exc:  # soundfile's LibsndfileError is a RuntimeError
-        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from None
+        raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
     if resampler is not None:
         # Flush the resampler's delay line: the last few milliseconds of the file.
         yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
