@@ -73,21 +73,23 @@ def main() -> int:
         model, _ = fit(config, x, y, speakers, fold.train, augmented=augmented)
         test_paths = [clips[i].path for i in fold.test]
         preds = {"clean": predict_proba(model, x[fold.test]).argmax(axis=1).tolist()}
-        for name in CONDITIONS:
-            xc, _ = compute_features(test_paths, config, cache=cache, condition=name)
-            preds[name] = predict_proba(model, xc).argmax(axis=1).tolist()
-            logging.info("fold %d, %s: UAR %.3f", fold.number, name, balanced_accuracy_score(y[fold.test], preds[name]))
+        for condition in CONDITIONS:
+            xc, _ = compute_features(test_paths, config, cache=cache, condition=condition)
+            preds[condition] = predict_proba(model, xc).argmax(axis=1).tolist()
+            logging.info("fold %d, %s: UAR %.3f", fold.number, condition,
+                         balanced_accuracy_score(y[fold.test], preds[condition]))
         result = {"fold": fold.number, "y_true": y[fold.test].tolist(), "preds": preds, "config": config.to_dict()}
         path.write_text(json.dumps(result) + "\n")
         folds.append(result)
 
     y_true = np.concatenate([f["y_true"] for f in folds])
 
-    def pooled_uar(name: str) -> float:
-        return round(float(balanced_accuracy_score(y_true, np.concatenate([f["preds"][name] for f in folds]))), 4)
+    def pooled_uar(condition: str) -> float:
+        preds = np.concatenate([f["preds"][condition] for f in folds])
+        return round(float(balanced_accuracy_score(y_true, preds)), 4)
 
     clean = pooled_uar("clean")
-    conditions = {name: pooled_uar(name) for name in CONDITIONS}
+    conditions = {condition: pooled_uar(condition) for condition in CONDITIONS}
     result = {
         "benchmark": "robustness",
         "command": "python benchmarks/robustness.py " + shlex.join(sys.argv[1:]),
