@@ -37,39 +37,8 @@ VARIANTS: list[tuple[str, dict]] = [
 ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="accurate")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench" / "ablation"))
-    parser.add_argument("--only", type=int, nargs="*", help="row numbers to run (default: all)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-    from ser.cache import FeatureCache, default_cache_dir
-    from ser.config import preset
-    from ser.dataset import load_dataset
-    from ser.evaluation import evaluate
-
-    start = time.perf_counter()
-    clips = load_dataset(args.data)
-    rows = []
-    for number, (name, changes) in enumerate(VARIANTS, start=1):
-        if args.only and number not in args.only:
-            continue
-        config = preset(args.preset).override(changes)
-        t0 = time.perf_counter()
-        report = evaluate(clips, config, protocol="si6", out_dir=Path(args.work) / f"row{number}",
-                          cache=FeatureCache(default_cache_dir()))
-        s = report["summary"]
-        rows.append({"row": number, "variant": name.strip(), "changes": changes,
-                     "pooled": {k: round(s["pooled"][k], 4) for k in ("accuracy", "uar", "macro_f1")},
-                     "fold_uar": [round(f["uar"], 4) for f in s["folds"]],
-                     "min_fold_uar": round(min(f["uar"] for f in s["folds"]), 4),
-                     "train_s_total": round(sum(f["train_s"] or 0 for f in s["folds"]), 1),
-                     "wall_s": round(time.perf_counter() - t0, 1)})
-        logging.info("%s: si6 UAR %.3f", name.strip(), s["pooled"]["uar"])
+def write_results(rows: list[dict], args: argparse.Namespace, start: float) -> str:
+    """Write the table so far (after every row, so an interrupted run leaves its finished rows)."""
     result = {"benchmark": "accuracy", "kind": "ablation", "protocol": "si6", "preset": args.preset,
               "command": "python benchmarks/ablation.py " + shlex.join(sys.argv[1:]),
               "date": date.today().isoformat(), "machine": {"cpus": os.cpu_count(), "gpu": None},
@@ -87,7 +56,44 @@ def main() -> int:
         lines.append(f"| {r['row']} | {r['variant']} | {p['uar']:.3f} | {p['macro_f1']:.3f} | {p['accuracy']:.3f} | "
                      f"{r['min_fold_uar']:.3f} | {r['train_s_total']:.0f} |")
     (out / f"ablation_{args.preset}_si6.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="accurate")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench" / "ablation"))
+    parser.add_argument("--only", type=int, nargs="*", help="row numbers to run (default: all)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from ser.cache import FeatureCache, default_cache_dir
+    from ser.config import preset
+    from ser.dataset import load_dataset
+    from ser.evaluation import evaluate
+
+    start = time.perf_counter()
+    clips = load_dataset(args.data)
+    rows, table = [], ""
+    for number, (name, changes) in enumerate(VARIANTS, start=1):
+        if args.only and number not in args.only:
+            continue
+        config = preset(args.preset).override(changes)
+        t0 = time.perf_counter()
+        report = evaluate(clips, config, protocol="si6", out_dir=Path(args.work) / f"row{number}",
+                          cache=FeatureCache(default_cache_dir()))
+        s = report["summary"]
+        rows.append({"row": number, "variant": name.strip(), "changes": changes,
+                     "pooled": {k: round(s["pooled"][k], 4) for k in ("accuracy", "uar", "macro_f1")},
+                     "fold_uar": [round(f["uar"], 4) for f in s["folds"]],
+                     "min_fold_uar": round(min(f["uar"] for f in s["folds"]), 4),
+                     "train_s_total": round(sum(f["train_s"] or 0 for f in s["folds"]), 1),
+                     "wall_s": round(time.perf_counter() - t0, 1)})
+        logging.info("%s: si6 UAR %.3f", name.strip(), s["pooled"]["uar"])
+        table = write_results(rows, args, start)
+    print(table)
     return 0
 
 
