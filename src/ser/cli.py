@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("--config", default="seed_cnn", help="preset name (seed_cnn, cnn, tiny) or JSON config file")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.epochs=20")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config field, e.g. train.epochs=20")
     run.add_argument("--cache", help="feature cache folder (default: $SER_CACHE_DIR or ~/.cache/ser/features)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     run.add_argument("--jobs", type=int, default=None, help="feature worker processes (default: all cores)")

@@ -52,7 +52,8 @@ def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
         m = metrics(f["y_true"], pred, classes)
         per_fold.append({"fold": f["fold"], "test_speakers": f["test_speakers"], "n": m["n"],
                          "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
-                         "train_s": f.get("train_s"), "resumed": bool(f.get("resumed")), "best_epoch": f["history"].get("best_epoch"),
+                         "train_s": f.get("train_s"), "resumed": bool(f.get("resumed")),
+                         "best_epoch": f["history"].get("best_epoch"),
                          "epochs_run": len(f["history"].get("loss", []))})
     y_true = np.concatenate([f["y_true"] for f in folds])
     y_pred = np.concatenate([np.asarray(f["probs"]).argmax(axis=1) for f in folds])
@@ -267,7 +268,7 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
         lines = [f"# Model `{report['model']}` on {report['n']} clips", "",
                  f"- scored over: {', '.join(shared)}",
                  f"- model classes not in the data: {', '.join(report['left_out']['model_only']) or 'none'}",
-                 f"- data labels the model lacks (not scored): "
+                 "- data labels the model lacks (not scored): "
                  + (", ".join(f"{k} {v}" for k, v in report["left_out"]["data_only"].items()) or "none"),
                  f"- files that failed: {len(failed)}", "",
                  f"accuracy {report['accuracy']:.3f}, UAR {report['uar']:.3f}, macro-F1 {report['macro_f1']:.3f}", "",
