@@ -168,10 +168,7 @@ class Recognizer:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
             os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
-            # A fresh, uncompiled copy: no optimizer state, a third of the size, same predictions.
-            bare = keras.Model.from_config(self.model.get_config())
-            bare.set_weights(self.model.get_weights())
-            bare.save(tmp / "model.keras")
+            _uncompiled_copy(self.model).save(tmp / "model.keras")
             from ser.export import export_onnx
 
             export_onnx(self.model, tmp / ONNX_FILE)
@@ -302,6 +299,30 @@ class Recognizer:
                         results[i] = self._prediction(p, duration, str(paths[i]))
                 bar.update(min(batch_size, len(paths) - start))
         return results  # type: ignore[return-value]
+
+
+def _uncompiled_copy(model):
+    """A copy without optimizer state (a third of the size, same weights) for saving.
+
+    An ensemble's members are copied one by one: copying the outer model alone
+    would bring back each member's compile state (and its optimizer variables).
+    Only for writing to disk: Keras' Normalization keeps stale statistics in
+    memory after ``set_weights`` (the saved variables are right).
+    """
+    import keras
+
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not members:
+        bare = keras.Model.from_config(model.get_config())
+        bare.set_weights(model.get_weights())
+        return bare
+    inputs = keras.Input(shape=model.input_shape[1:], name="features")
+    outputs = []
+    for member in members:
+        copy = keras.Model.from_config(member.get_config())
+        copy.set_weights(member.get_weights())
+        outputs.append(copy(inputs))
+    return keras.Model(inputs, keras.layers.Average(name="ensemble_mean")(outputs), name=model.name)
 
 
 def _load_keras(path: Path):
