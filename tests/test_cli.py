@@ -236,3 +236,22 @@ def test_timeline_of_a_long_recording(capsys, model_dir, tmp_path):
         assert abs(start - truth) < 0.15 and abs(end - (truth + 2.0)) < 0.15
     for suffix in (".json", ".csv", ".png"):
         assert (tmp_path / f"call-emotions{suffix}").stat().st_size > 0
+
+
+def test_train_and_evaluate_on_two_corpora(capsys, corpus, cache_dir, tmp_path):
+    """Several --data corpora train together; group-kfold keeps every speaker (of either corpus) on one side."""
+    emodb = tmp_path / "emodb"
+    emodb.mkdir()
+    for speaker in ("03", "08", "09"):
+        for i, (letter, emotion) in enumerate({"W": "angry", "F": "happy", "T": "sad", "N": "neutral"}.items()):
+            sf.write(emodb / f"{speaker}a0{i}{letter}a.wav", tone(emotion, seconds=1.2), 16000)
+    code, out, _ = run(capsys, "evaluate", "-q", "--config", "tiny", "--set", "train.epochs=1", "--data", str(corpus),
+                       "--data", str(emodb), "--protocol", "group-kfold", "--folds", "3", "--out", str(tmp_path / "r"),
+                       "--cache", str(cache_dir), "--jobs", "1")
+    assert code == 0 and "pooled (108 clips)" in out
+    for fold in range(1, 4):
+        result = json.loads((tmp_path / "r" / f"fold_{fold}" / "result.json").read_text())
+        assert len(result["test_speakers"]) >= 2
+    tested = [s for fold in range(1, 4) for s in json.loads(
+        (tmp_path / "r" / f"fold_{fold}" / "result.json").read_text())["test_speakers"]]
+    assert len(tested) == len(set(tested)) == 9 and {"emodb:03", "1"} <= set(tested)
