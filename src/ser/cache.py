@@ -163,8 +163,7 @@ def _clip_task(args: tuple[str, dict, int, str | None, str | None]) -> list[np.n
     path, config_dict, copies, cache_root, condition = args
     config = Config.from_dict(config_dict)
     cache = FeatureCache(cache_root)
-    if not Path(path).is_file():
-        audio_mod.load(path, sr=config.audio.sample_rate)  # raises the AudioError that names the problem
+    audio_mod.read_info(path)  # an unusable file raises the AudioError that names it, before hashing
     content = sha256_file(path)
     keys = [hashlib.sha256((content + settings_digest(config, c, condition)).encode()).hexdigest()
             for c in range(copies + 1)]

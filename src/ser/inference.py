@@ -161,7 +161,6 @@ class Recognizer:
 
     def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None) -> Path:
         """Write the model folder atomically (built aside, then renamed into place)."""
-        import keras
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,18 +310,14 @@ def _uncompiled_copy(model):
     """
     import keras
 
+    from ser.models import ensemble_model
+
     members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if not members:
-        bare = keras.Model.from_config(model.get_config())
-        bare.set_weights(model.get_weights())
-        return bare
-    inputs = keras.Input(shape=model.input_shape[1:], name="features")
-    outputs = []
-    for member in members:
-        copy = keras.Model.from_config(member.get_config())
-        copy.set_weights(member.get_weights())
-        outputs.append(copy(inputs))
-    return keras.Model(inputs, keras.layers.Average(name="ensemble_mean")(outputs), name=model.name)
+    if members:
+        return ensemble_model([_uncompiled_copy(member) for member in members])
+    bare = keras.Model.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    return bare
 
 
 def _load_keras(path: Path):

@@ -59,6 +59,15 @@ def build_model(config: Config, *, input_shape: tuple[int, int], x_train: np.nda
     return _compile(x, inputs, config)
 
 
+def ensemble_model(members: list):
+    """One model averaging the probabilities of ``members`` (built-in ``Average``, saved as one file)."""
+    import keras
+
+    inputs = keras.Input(shape=members[0].input_shape[1:], name="features")
+    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in members])
+    return keras.Model(inputs, outputs, name="ser_ensemble")
+
+
 def _mlp_head(x, input_shape: tuple[int, int], config: Config):
     """Learned weighted sum over the layer axis, then one hidden dense layer."""
     import keras

@@ -184,7 +184,7 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
     """
     if config.train.ensemble == 1:
         return _fit_one(config, x, y, speakers, train, augmented=augmented, progress=progress)
-    import keras
+    from ser.models import ensemble_model
 
     members, histories = [], []
     for k in range(config.train.ensemble):
@@ -193,9 +193,7 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
         model.name = f"member{k}"
         members.append(model)
         histories.append(history)
-    inputs = keras.Input(shape=members[0].input_shape[1:], name="features")
-    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in members])
-    return keras.Model(inputs, outputs, name="ser_ensemble"), {**histories[0], "members": histories}
+    return ensemble_model(members), {**histories[0], "members": histories}
 
 
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
