@@ -117,19 +117,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ser.dataset import load_datasets
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final
+    from ser.training import describe_device, fit_final, fit_final_adapted
 
     config = _config(args)
     clips = load_datasets(args.data)
     print(f"device: {describe_device()}", file=sys.stderr)
     start = time.perf_counter()
     model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
+    adapted = norm = None
+    if config.speakers.adapted_head:
+        adapted, _, norm = fit_final_adapted(clips, config, cache=_cache(args), jobs=args.jobs,
+                                             progress=not args.quiet)
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
                              "train_s": round(time.perf_counter() - start, 1)}}
     if args.data_license:
         metadata["data_license"] = args.data_license
-    out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
+    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
+        args.out, history=history)
     print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
     return 0
 
@@ -213,6 +218,10 @@ def _expand_inputs(items: list[str]) -> list[Path]:
         p = Path(item)
         if item == "-":
             paths.append(p)
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            from ser.dataset import read_manifest
+
+            paths.extend(c.path for c in read_manifest(p, labels=False, check_files=False))
         elif p.is_dir():
             paths.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
         elif not p.exists() and glob.has_magic(item):
@@ -221,6 +230,17 @@ def _expand_inputs(items: list[str]) -> list[Path]:
         else:
             paths.append(p)  # a missing file is reported by the predictor, one line
     return paths
+
+
+def _adaptation_groups(items: list[str], paths: list[Path]) -> list[str]:
+    """Speaker of each file for ``--adapt``: a manifest's speaker column, else the file's folder."""
+    from ser.dataset import read_manifest
+
+    speakers: dict[Path, str] = {}
+    for item in items:
+        if item.lower().endswith(".csv") and Path(item).is_file():
+            speakers.update({c.path: c.speaker for c in read_manifest(item, labels=False, check_files=False) if c.speaker})
+    return [speakers.get(p.resolve(), str(p.resolve().parent)) if str(p) != "-" else "-" for p in paths]
 
 
 def _stdin_to_file(tmp_dir: str) -> Path:
@@ -241,10 +261,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
     recognizer = _load_recognizer(args)
+    speaker = groups = None
+    if args.speaker:
+        speaker = recognizer.profile(args.speaker, folder=args.speakers_dir)
+    elif args.adapt:
+        groups = _adaptation_groups(args.inputs, paths)
     with tempfile.TemporaryDirectory() as tmp:
         readable = [_stdin_to_file(tmp) if str(p) == "-" else p for p in paths]
         results = recognizer.predict_files(readable, batch_size=args.batch_size,
-                                           progress=not args.quiet and len(paths) > 1, errors="return")
+                                           progress=not args.quiet and len(paths) > 1, errors="return",
+                                           speaker=speaker, groups=groups)
     classes = recognizer.classes
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
     if writer:
@@ -303,6 +329,47 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speakers_enrol(args: argparse.Namespace) -> int:
+    paths = _expand_inputs(args.inputs)
+    if not paths:
+        raise SERError(f"{', '.join(args.inputs)}: no audio files found")
+    recognizer = _load_recognizer(args)
+    profile = recognizer.enrol(args.name, paths, save=False)
+    path = profile.save(args.speakers_dir or _profiles_dir())
+    print(f"{path}: speaker {profile.name!r} enrolled from {profile.stats.n} clips")
+    return 0
+
+
+def _profiles_dir() -> Path:
+    from ser.speakers import default_profiles_dir
+
+    return default_profiles_dir()
+
+
+def cmd_speakers_list(args: argparse.Namespace) -> int:
+    from ser.speakers import list_profiles
+
+    rows = list_profiles(args.speakers_dir)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        elif "error" in row:
+            print(f"{row['name']:<20} unreadable: {row['error']}")
+        else:
+            print(f"{row['name']:<20} {row['clips']:>4} clips  {row['created']}  {row['bytes'] / 1024:.0f} KB")
+    if not rows and not args.json:
+        print(f"no speaker profiles in {args.speakers_dir or _profiles_dir()}", file=sys.stderr)
+    return 0
+
+
+def cmd_speakers_remove(args: argparse.Namespace) -> int:
+    from ser.speakers import remove_profile
+
+    for name in args.names:
+        print(f"{remove_profile(name, args.speakers_dir)}: removed")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ser import export
     from ser.inference import Recognizer
@@ -319,6 +386,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------
 
 DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
+SPEAKERS_DIR_HELP = "folder of speaker profiles (default: $SER_SPEAKERS_DIR or ~/.local/share/ser/speakers)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,7 +460,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", metavar="FILE",
                    help="long recording: emotion of each speech segment (streamed), written as JSON, CSV and PNG")
     p.add_argument("--out", help="with --timeline: output path stem (default: next to the recording)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--speaker", metavar="NAME", help="every input is of this enrolled speaker (ser speakers enrol)")
+    who.add_argument("--adapt", action="store_true",
+                     help="adapt to each speaker without labels: standardise per manifest speaker, else per "
+                          "folder (with --timeline: per recording, once enough speech is seen)")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
     p.set_defaults(func=cmd_predict)
+    speakers = sub.add_parser("speakers", help="enrol, list or remove speaker profiles")
+    ssub = speakers.add_subparsers(dest="speakers_command", required=True)
+    p = ssub.add_parser("enrol", parents=[common], help="enrol a speaker from a few calm recordings")
+    p.add_argument("name", help="speaker name (letters, digits, '.', '_', '-')")
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="recordings of the speaker reading calmly")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"], help=argparse.SUPPRESS)
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.set_defaults(func=cmd_speakers_enrol)
+    p = ssub.add_parser("list", parents=[common], help="list the enrolled speakers")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.set_defaults(func=cmd_speakers_list)
+    p = ssub.add_parser("remove", parents=[common], help="delete speaker profiles")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.set_defaults(func=cmd_speakers_remove)
     p = sub.add_parser("export", parents=[common], help="export a model for other runtimes")
     p.add_argument("model", nargs="?", help="model folder (default: the bundled model)")
     p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])

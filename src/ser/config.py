@@ -293,6 +293,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpeakerConfig:
+    """Speaker adaptation (see :mod:`ser.speakers`).
+
+    Parameters
+    ----------
+    adapted_head : bool
+        Also train a second head on features standardised per speaker, used when
+        a prediction has speaker information (an enrolment profile, or several
+        clips of one speaker or session); the inductive head stays the default.
+    prior_weight : float
+        Shrinkage of a speaker's statistics toward the training speakers': the
+        prior counts as this many clips.
+    """
+
+    adapted_head: bool = False
+    prior_weight: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_range("speakers.prior_weight", self.prior_weight, 0.0, 1000.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything that defines a run or a model.
 
@@ -311,6 +333,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.classes if c not in EMOTIONS]
@@ -321,6 +344,8 @@ class Config:
         if (self.features.kind == "whisper") != (self.model.architecture == "mlp"):
             raise ConfigError(f"model.architecture={self.model.architecture!r}: use 'mlp' with whisper features "
                               "and 'cnn2d' with spectral ones")
+        if self.speakers.adapted_head and self.features.kind != "whisper":
+            raise ConfigError("speakers.adapted_head=true: speaker adaptation needs whisper features")
 
     # --- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

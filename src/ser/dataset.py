@@ -409,8 +409,11 @@ def write_manifest(clips: list[Clip], path: str | os.PathLike) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[Clip]:
+def read_manifest(path: str | os.PathLike, *, check_files: bool = True, labels: bool = True) -> list[Clip]:
     """Read a manifest CSV (RAVDESS or generic form) and validate every row.
+
+    With ``labels=False`` (clips to predict), the label column is optional and
+    its values are not checked; clips get the label ``""``.
 
     Raises
     ------
@@ -429,7 +432,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
     reader.fieldnames = columns
     label_col = "emotion" if "emotion" in columns else "label" if "label" in columns else None
-    if "path" not in columns or label_col is None:
+    if "path" not in columns or (label_col is None and labels):
         raise ManifestError(f"{path}: expected columns path and label (or emotion), found {columns}")
     speaker_col = "actor" if "actor" in columns else "speaker" if "speaker" in columns else None
     clips, missing = [], []
@@ -438,7 +441,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
         if not raw:
             raise ManifestError(f"{path}:{line}: empty path")
         try:
-            label = normalize_label(row.get(label_col) or "")
+            label = normalize_label(row.get(label_col) or "") if labels else ""
         except ManifestError as exc:
             raise ManifestError(f"{path}:{line}: {exc}") from None
         audio = Path(raw) if os.path.isabs(raw) else (path.parent / raw)

@@ -11,6 +11,9 @@ A model folder carries everything needed to use it::
     README.md       model card (data, protocol, metrics, license)
     encoder.npz     (encoder-feature models) the Whisper-base encoder, arrays only (38 MB float16,
                     or 19 MB int8 when trained with int8 weights)
+    adapted.keras   (optional) the speaker-adapted head, trained on features standardised per
+    adapted.onnx    speaker, and speakers.npz, the training speakers' prior and enrolment
+    speakers.npz    correction (see ser.speakers); used only when speaker information is given
     SHA256SUMS      checksums of the files above; a mismatch refuses the load
 """
 
@@ -43,6 +46,8 @@ ONNX_FILE = "model.onnx"
 #: The speech encoder a whisper-feature model carries (see ser.encoders.save_encoder).
 ENCODER_FILE = "encoder.npz"
 CHECKSUMS = "SHA256SUMS"
+#: The speaker-adapted head and its statistics (see ser.speakers).
+ADAPTED_KERAS, ADAPTED_ONNX, SPEAKER_NORM = "adapted.keras", "adapted.onnx", "speakers.npz"
 
 
 @dataclass(frozen=True)
@@ -86,16 +91,24 @@ class Recognizer:
         The config the model was trained with.
     metadata : dict, optional
         Metrics and other facts shown in the model card.
+    adapted : keras.Model or OnnxRunner, optional
+        The speaker-adapted head (inputs standardised per speaker).
+    speaker_norm : ser.speakers.SpeakerNorm, optional
+        Its training speakers' prior and enrolment correction.
     """
 
     def __init__(self, model, config: Config, *, metadata: dict | None = None, path: Path | None = None,
-                 encoder=None, runner=None) -> None:
+                 encoder=None, runner=None, adapted=None, speaker_norm=None) -> None:
         self._model = model
         self.config = config
         self.metadata = metadata or {}
         self.path = path
         self.encoder = encoder  # a bundled speech encoder (whisper features), else the shared one
         self.runner = runner  # ONNX Runtime session: predictions without importing TensorFlow
+        self.adapted = adapted
+        self.speaker_norm = speaker_norm
+        if (adapted is None) != (speaker_norm is None):
+            raise ValueError("adapted and speaker_norm go together")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -157,7 +170,19 @@ class Recognizer:
             from ser.encoders import WhisperEncoder
 
             encoder = WhisperEncoder.from_npz(folder / ENCODER_FILE)
-        return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner)
+        adapted = speaker_norm = None
+        if (folder / SPEAKER_NORM).exists():
+            from ser.speakers import SpeakerNorm
+
+            speaker_norm = SpeakerNorm.load(folder / SPEAKER_NORM)
+            if runner is not None and (folder / ADAPTED_ONNX).exists():
+                from ser.export import OnnxRunner
+
+                adapted = OnnxRunner(folder / ADAPTED_ONNX)
+            else:
+                adapted = _load_keras(folder / ADAPTED_KERAS)
+        return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner, adapted=adapted,
+                   speaker_norm=speaker_norm)
 
     def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None) -> Path:
         """Write the model folder atomically (built aside, then renamed into place)."""
@@ -171,6 +196,14 @@ class Recognizer:
             from ser.export import export_onnx
 
             export_onnx(self.model, tmp / ONNX_FILE)
+            if self.adapted is not None:
+                if self.path is not None and (self.path / ADAPTED_KERAS).exists():
+                    for name in (ADAPTED_KERAS, ADAPTED_ONNX):
+                        shutil.copyfile(self.path / name, tmp / name)
+                else:
+                    _uncompiled_copy(self.adapted).save(tmp / ADAPTED_KERAS)
+                    export_onnx(self.adapted, tmp / ADAPTED_ONNX)
+                self.speaker_norm.save(tmp / SPEAKER_NORM)
             self.config.save(tmp / "config.json")
             if self.config.features.kind == "whisper":
                 # Carry the encoder, so the folder works without the CTranslate2 weights.
@@ -207,14 +240,96 @@ class Recognizer:
     def _features(self, y: np.ndarray) -> np.ndarray:
         return featurize(y, self.config, encoder=self.encoder)
 
-    def _scores(self, x: np.ndarray) -> np.ndarray:
-        if self.runner is not None:
-            return self.runner(x[..., None].astype(np.float32))
+    def _scores(self, x: np.ndarray, speaker=None) -> np.ndarray:
+        """Probabilities for features ``x``; with ``speaker`` statistics, from the adapted head.
+
+        ``speaker`` is a :class:`~ser.speakers.SpeakerProfile`, or a ``(stats, kind)`` pair.
+        """
+        net = self.runner if self.runner is not None else None
+        if speaker is not None:
+            stats, kind = (speaker.stats, speaker.kind) if hasattr(speaker, "stats") else speaker
+            x = self.speaker_norm.normalize(x, stats, kind)
+            net = self.adapted
+        elif net is None:
+            net = self.model
+        from ser.export import OnnxRunner
+
+        if isinstance(net, OnnxRunner):
+            return net(x[..., None].astype(np.float32))
         import keras
 
         # Calling the model directly avoids Keras' predict() set-up cost per call.
-        out = self.model(x[..., None], training=False)
+        out = net(x[..., None], training=False)
         return keras.ops.convert_to_numpy(out).astype(np.float64)
+
+    # --- speakers -----------------------------------------------------
+    @property
+    def features_id(self) -> str:
+        """Fingerprint of this model's feature pipeline; profiles are tied to it."""
+        from ser.speakers import fingerprint
+
+        return fingerprint(self.config)
+
+    def _require_adaptation(self) -> None:
+        if self.speaker_norm is None:
+            where = self.path or "this model"
+            raise ModelError(f"{where}: has no speaker-adapted head (train it with speakers.adapted_head=true)")
+
+    def enrol(self, speaker: str, clips: Sequence, *, folder: str | os.PathLike | None = None,
+              save: bool = True):
+        """Enrol a speaker from a few calm recordings (no labels needed).
+
+        Parameters
+        ----------
+        speaker : str
+            Name of the profile (letters, digits, ``.``, ``_``, ``-``).
+        clips : sequence
+            Audio files, or ``(y, sr)`` pairs of in-memory audio: the speaker reading
+            a few sentences calmly; 5-10 clips of a few seconds each are plenty.
+        folder : path-like, optional
+            Where profiles live (default :func:`ser.speakers.default_profiles_dir`).
+        save : bool
+            Write ``<folder>/<speaker>.npz`` (replacing an earlier profile).
+
+        Returns
+        -------
+        ser.speakers.SpeakerProfile
+        """
+        from ser.speakers import SpeakerProfile, SpeakerStats, check_name
+
+        check_name(speaker)
+        self._require_adaptation()
+        if len(clips) == 0:
+            raise AudioError(f"speaker {speaker!r}: no enrolment clips given")
+        feats = []
+        for clip in clips:
+            if isinstance(clip, tuple):
+                y, sr = clip
+                y = audio_mod.prepare(y, sr, sr=self.config.audio.sample_rate,
+                                      min_duration=self.config.audio.min_duration)
+                feats.append(self._features(y))
+            else:
+                feats.append(self._load(clip)[0])
+        profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), self.features_id)
+        if save:
+            from ser.speakers import default_profiles_dir
+
+            profile.save(folder or default_profiles_dir())
+        return profile
+
+    def profile(self, speaker, *, folder: str | os.PathLike | None = None):
+        """The enrolment profile ``speaker`` (a name, or a profile passed through), checked against this model."""
+        from ser.speakers import ProfileError, SpeakerProfile, profile_path
+
+        self._require_adaptation()
+        if isinstance(speaker, SpeakerProfile):
+            if speaker.features != self.features_id:
+                raise ProfileError(f"speaker {speaker.name!r}: profile made for another model's features")
+            return speaker
+        path = profile_path(speaker, folder)
+        if not path.exists():
+            raise ProfileError(f"speaker {speaker!r}: no profile at {path}; enrol the speaker first")
+        return SpeakerProfile.load(path, features=self.features_id)
 
     def _prediction(self, probs: np.ndarray, duration: float, source: str | None) -> Prediction:
         best = int(np.argmax(probs))
@@ -222,7 +337,7 @@ class Recognizer:
                           scores={c: float(p) for c, p in zip(self.classes, probs)}, duration=duration,
                           source=source)
 
-    def predict(self, y: np.ndarray, sr: int) -> Prediction:
+    def predict(self, y: np.ndarray, sr: int, *, speaker=None) -> Prediction:
         """Recognise the emotion in an in-memory signal.
 
         Parameters
@@ -231,13 +346,17 @@ class Recognizer:
             Shape ``(n_samples,)`` or ``(n_samples, n_channels)``, any rate.
         sr : int
             Sample rate of ``y``.
+        speaker : str or SpeakerProfile, optional
+            An enrolled speaker (see :meth:`enrol`): the adapted head reads the
+            clip relative to that speaker's baseline.
         """
+        profile = self.profile(speaker) if speaker is not None else None
         a = self.config.audio
         duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
         if duration > a.max_duration:
             raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
         y = audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration)
-        return self._prediction(self._scores(self._features(y)[None])[0], duration, None)
+        return self._prediction(self._scores(self._features(y)[None], profile)[0], duration, None)
 
     def _load(self, path: str | os.PathLike) -> tuple[np.ndarray, float]:
         import soundfile as sf
@@ -246,13 +365,15 @@ class Recognizer:
         info = sf.info(str(path))
         return self._features(y), info.frames / info.samplerate
 
-    def predict_file(self, path: str | os.PathLike) -> Prediction:
-        """Recognise the emotion in an audio file (any format libsndfile reads)."""
+    def predict_file(self, path: str | os.PathLike, *, speaker=None) -> Prediction:
+        """Recognise the emotion in an audio file (any format libsndfile reads); ``speaker`` as in :meth:`predict`."""
+        profile = self.profile(speaker) if speaker is not None else None
         x, duration = self._load(path)
-        return self._prediction(self._scores(x[None])[0], duration, str(path))
+        return self._prediction(self._scores(x[None], profile)[0], duration, str(path))
 
     def predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32, progress: bool = False,
-                      errors: str = "raise") -> list[Prediction | SERError]:
+                      errors: str = "raise", speaker=None,
+                      groups: Sequence[str] | None = None) -> list[Prediction | SERError]:
         """Recognise many files, in batches.
 
         Parameters
@@ -266,38 +387,74 @@ class Recognizer:
         errors : {"raise", "return"}
             On an unusable file, raise its error, or put the error in its place in
             the result list and go on.
+        speaker : str or SpeakerProfile, optional
+            Every file is of this enrolled speaker (see :meth:`predict`).
+        groups : sequence of str, optional
+            Unlabelled adaptation: the speaker (or session, folder) of each file. Each
+            group's features are standardised by the group's own statistics (shrunk
+            toward the training speakers' when the group is small) and read by the
+            adapted head. Every file is decoded before the first prediction.
 
         Returns
         -------
         list
             One :class:`Prediction` (or, with ``errors="return"``, error) per path, in order.
         """
-        from tqdm.auto import tqdm
-
         if errors not in ("raise", "return"):
             raise ValueError(f"errors={errors!r}: expected 'raise' or 'return'")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        if speaker is not None and groups is not None:
+            raise ValueError("give speaker or groups, not both")
+        profile = self.profile(speaker) if speaker is not None else None
+        if groups is not None:
+            self._require_adaptation()
+            if len(groups) != len(paths):
+                raise ValueError(f"groups: {len(groups)} given for {len(paths)} paths")
         results: list[Prediction | SERError | None] = [None] * len(paths)
-        with tqdm(total=len(paths), disable=not progress, desc="predict", unit="clip") as bar:
-            for start in range(0, len(paths), batch_size):
-                batch, feats = [], []
-                for i in range(start, min(start + batch_size, len(paths))):
-                    try:
-                        x, duration = self._load(paths[i])
-                    except SERError as exc:
-                        if errors == "raise":
-                            raise
-                        results[i] = exc
-                        continue
-                    batch.append((i, duration))
-                    feats.append(x)
-                if feats:
-                    probs = self._scores(np.stack(feats))
-                    for (i, duration), p in zip(batch, probs):
-                        results[i] = self._prediction(p, duration, str(paths[i]))
-                bar.update(min(batch_size, len(paths) - start))
+        done: list[tuple[int, np.ndarray, float]] = []  # (index, features, duration), in adaptation mode
+
+        def score(batch: list[tuple[int, np.ndarray, float]], stats=None) -> None:
+            probs = self._scores(np.stack([x for _, x, _ in batch]), stats if stats is not None else profile)
+            for (i, _, duration), p in zip(batch, probs):
+                results[i] = self._prediction(p, duration, str(paths[i]))
+
+        batch = []
+        for i, item in self._featurize_files(paths, progress=progress):
+            if isinstance(item, SERError):
+                if errors == "raise":
+                    raise item
+                results[i] = item
+                continue
+            (done if groups is not None else batch).append((i, *item))
+            if len(batch) == batch_size:
+                score(batch)
+                batch = []
+        if batch:
+            score(batch)
+        if groups is not None:
+            from ser.speakers import SpeakerStats
+
+            by_group: dict[str, list] = {}
+            for entry in done:
+                by_group.setdefault(str(groups[entry[0]]), []).append(entry)
+            for members in by_group.values():
+                stats = (SpeakerStats.of(np.stack([x for _, x, _ in members])), "adapt")
+                for start in range(0, len(members), batch_size):
+                    score(members[start:start + batch_size], stats)
         return results  # type: ignore[return-value]
+
+    def _featurize_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False):
+        """Yield ``(index, (features, duration))`` or ``(index, error)`` for each path, in order."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(paths), disable=not progress, desc="predict", unit="clip") as bar:
+            for i, path in enumerate(paths):
+                try:
+                    yield i, self._load(path)
+                except SERError as exc:
+                    yield i, exc
+                bar.update(1)
 
 
 def _uncompiled_copy(model):

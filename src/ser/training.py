@@ -196,6 +196,43 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
     return ensemble_model(members), {**histories[0], "members": histories}
 
 
+def enrol_mask(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Which clips (class indices ``y``) are the kind of speech an enrolment holds (neutral, calm)."""
+    from ser.speakers import ENROL_CLASSES
+
+    return np.isin(y, [classes.index(c) for c in ENROL_CLASSES if c in classes])
+
+
+def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
+                augmented: np.ndarray | None = None, progress: bool = False):
+    """Fit the speaker-adapted head: every training speaker standardised by their own statistics.
+
+    Same parameters as :func:`fit`. The statistics of a training speaker come from
+    their clean clips and also standardise their augmented copies, as a speaker's
+    profile standardises whatever they record later. Only clips in ``train`` are
+    read; other rows of ``x`` pass through unchanged.
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict
+    norm : ser.speakers.SpeakerNorm
+        The prior and enrolment correction to standardise new speakers with.
+    """
+    from ser.speakers import SpeakerNorm, normalize_by_group
+
+    norm = SpeakerNorm.fit(x[train], speakers[train], enrol_mask(y, config.classes)[train],
+                           prior_weight=config.speakers.prior_weight)
+    xn = x.astype(np.float32, copy=True)
+    xn[train] = normalize_by_group(x[train], speakers[train], norm)
+    an = None
+    if augmented is not None:
+        an = augmented.astype(np.float32, copy=True)
+        an[train] = normalize_by_group(augmented[train], speakers[train], norm, stats_from=x[train])
+    model, history = fit(config, xn, y, speakers, train, augmented=an, progress=progress)
+    return model, history, norm
+
+
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
              augmented: np.ndarray | None = None, progress: bool = False):
     import keras
@@ -419,3 +456,19 @@ def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | No
     x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
     y = encode([c.label for c in clips], config.classes)
     return fit(config, x, y, speakers_of(clips), np.arange(len(clips)), augmented=augmented, progress=progress)
+
+
+def fit_final_adapted(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
+                      jobs: int | None = None, progress: bool = False):
+    """Train the speaker-adapted head on all ``clips`` (see :func:`fit_adapted`).
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict
+    norm : ser.speakers.SpeakerNorm
+    """
+    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+    y = encode([c.label for c in clips], config.classes)
+    return fit_adapted(config, x, y, speakers_of(clips), np.arange(len(clips)), augmented=augmented,
+                       progress=progress)

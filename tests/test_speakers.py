@@ -1,0 +1,275 @@
+"""Speaker adaptation: statistics and shrinkage, profiles, the adapted head, enrolment and the CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser.cli import main
+from ser.config import preset
+from ser.errors import ConfigError, ModelError
+from ser.speakers import (ProfileError, SpeakerNorm, SpeakerProfile, SpeakerStats, check_name, list_profiles,
+                          normalize_by_group, remove_profile)
+
+WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
+needs_whisper = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
+
+
+def _norm(shape=(2, 3), k0=5.0) -> SpeakerNorm:
+    prior = SpeakerStats(np.zeros(shape), np.ones(shape), 10)
+    return SpeakerNorm(prior, np.full(shape, 0.5), np.full(shape, 2.0), k0)
+
+
+# --- statistics and shrinkage ----------------------------------------------
+
+def test_stats_and_standardisation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(500, 2, 3))
+    stats = SpeakerStats.of(x)
+    assert stats.n == 500 and stats.mean.shape == (2, 3)
+    z = stats.apply(x)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
+    with pytest.raises(ValueError, match="at least one clip"):
+        SpeakerStats.of(np.zeros((0, 2, 3)))
+
+
+def test_shrinkage_weighs_clips_against_the_prior():
+    """n clips weigh n/(n+k0): none -> the prior; few -> in between; many -> nearly their own."""
+    norm = _norm(k0=5.0)
+    own = SpeakerStats(np.full((2, 3), 10.0), np.full((2, 3), 4.0), 5)
+    assert norm.resolve(None) is norm.prior
+    half = norm.resolve(own)
+    np.testing.assert_allclose(half.mean, 5.0)
+    np.testing.assert_allclose(half.var, 2.5)
+    many = norm.resolve(SpeakerStats(own.mean, own.var, 995))
+    np.testing.assert_allclose(many.mean, 9.95)
+    # Enrolment statistics (calm speech) are shifted and scaled to all-emotion estimates first.
+    enrol = norm.resolve(SpeakerStats(own.mean, own.var, 995), kind="enrol")
+    np.testing.assert_allclose(enrol.mean, (995 * 10.5) / 1000)
+    np.testing.assert_allclose(enrol.var, (995 * 8.0 + 5) / 1000)
+    with pytest.raises(ValueError, match="kind='other'"):
+        norm.resolve(own, kind="other")
+
+
+def test_norm_fit_learns_prior_and_enrolment_offset():
+    """Speakers differ by an offset; calm clips sit 1.0 below each speaker's mean."""
+    rng = np.random.default_rng(1)
+    xs, speakers, calm = [], [], []
+    for s in range(6):
+        offset = rng.normal(0, 5, size=(2, 3))
+        is_calm = np.arange(40) < 10
+        x = offset + rng.normal(0, 1, size=(40, 2, 3)) - 1.0 * is_calm[:, None, None]
+        xs.append(x), speakers.extend([f"s{s}"] * 40), calm.extend(is_calm)
+    x, speakers, calm = np.concatenate(xs), np.array(speakers), np.array(calm)
+    norm = SpeakerNorm.fit(x, speakers, calm, prior_weight=3.0)
+    assert norm.prior.n == 6 and norm.prior_weight == 3.0
+    np.testing.assert_allclose(norm.enrol_shift, 0.75, atol=0.3)  # all-clip mean − calm mean = 1.0 × 30/40
+    z = normalize_by_group(x, speakers, SpeakerNorm.fit(x, speakers, calm, prior_weight=0.0))
+    for s in set(speakers):
+        np.testing.assert_allclose(z[speakers == s].mean(axis=0), 0, atol=1e-4)  # each speaker's offset removed
+    # With a prior weight, 40 clips keep 3/43 of the way toward the typical speaker.
+    shrunk = normalize_by_group(x, speakers, norm)
+    assert 0.05 < np.abs(shrunk[speakers == "s0"].mean(axis=0)).max() < 1.0
+    # Augmented copies are standardised with their clean clips' statistics.
+    copies = np.stack([x, x + 0.0], axis=1)
+    np.testing.assert_allclose(normalize_by_group(copies, speakers, norm, stats_from=x)[:, 0], shrunk, atol=1e-5)
+
+
+def test_norm_file_round_trip_and_malformed(tmp_path):
+    norm = _norm()
+    path = norm.save(tmp_path / "speakers.npz")
+    back = SpeakerNorm.load(path)
+    np.testing.assert_allclose(back.enrol_scale, norm.enrol_scale)
+    assert back.prior.n == 10 and back.prior_weight == 5.0
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="bad.npz: not a readable speaker-norm file"):
+        SpeakerNorm.load(tmp_path / "bad.npz")
+
+
+# --- profiles ------------------------------------------------------------------
+
+def _profile(name="alice", shape=(7, 1024), features="abc123") -> SpeakerProfile:
+    rng = np.random.default_rng(2)
+    return SpeakerProfile(name, SpeakerStats(rng.normal(size=shape), rng.random(shape), 10), features)
+
+
+def test_profile_round_trip_is_small(tmp_path):
+    path = _profile().save(tmp_path)
+    assert path == tmp_path / "alice.npz"
+    assert path.stat().st_size <= 64 * 1024
+    back = SpeakerProfile.load(path, features="abc123")
+    assert back.name == "alice" and back.stats.n == 10 and back.kind == "enrol" and back.created
+    np.testing.assert_allclose(back.stats.mean, _profile().stats.mean, rtol=1e-6)
+    np.testing.assert_allclose(back.stats.var, _profile().stats.var, rtol=2e-3)
+    rows = list_profiles(tmp_path)
+    assert [r["name"] for r in rows] == ["alice"] and rows[0]["clips"] == 10
+    assert remove_profile("alice", tmp_path) == path and not path.exists()
+    with pytest.raises(ProfileError, match="no profile for speaker 'alice'"):
+        remove_profile("alice", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "-x", "x" * 65, "é"])
+def test_bad_speaker_names(name):
+    with pytest.raises(ProfileError, match="speaker"):
+        check_name(name)
+
+
+def test_malformed_and_foreign_profiles(tmp_path):
+    good = _profile().save(tmp_path)
+    with pytest.raises(ProfileError, match="made for another model's features"):
+        SpeakerProfile.load(good, features="other")
+    cases = {}
+    cases["garbage.npz"] = b"\x00garbage"
+    cases["truncated.npz"] = good.read_bytes()[:200]
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ProfileError, match=f"{name}: not a readable speaker-profile file"):
+            SpeakerProfile.load(tmp_path / name)
+    # A pickled object array is refused, not unpickled.
+    np.savez(tmp_path / "pickled.npz", header=np.array([{"kind": "speaker-profile"}], dtype=object),
+             mean=np.zeros(3), std=np.ones(3))
+    with pytest.raises(ProfileError, match="pickled.npz: not a readable"):
+        SpeakerProfile.load(tmp_path / "pickled.npz")
+    # Another kind of npz, mismatched shapes, non-finite values, a future format.
+    header = {"format": 1, "kind": "speaker-profile", "name": "x", "features": "f", "clips": 3}
+    np.savez(tmp_path / "norm.npz", header=np.array(json.dumps({**header, "kind": "speaker-norm"})),
+             mean=np.zeros(3), std=np.ones(3))
+    np.savez(tmp_path / "shapes.npz", header=np.array(json.dumps(header)), mean=np.zeros(3), std=np.ones(4))
+    np.savez(tmp_path / "nan.npz", header=np.array(json.dumps(header)), mean=np.full(3, np.nan), std=np.ones(3))
+    np.savez(tmp_path / "future.npz", header=np.array(json.dumps({**header, "format": 99})), mean=np.zeros(3),
+             std=np.ones(3))
+    for name, message in [("norm.npz", "not a speaker-profile file"), ("shapes.npz", "malformed arrays"),
+                          ("nan.npz", "malformed arrays"), ("future.npz", "format 99 is not supported")]:
+        with pytest.raises(ProfileError, match=f"{name}: {message}"):
+            SpeakerProfile.load(tmp_path / name)
+    with pytest.raises(ProfileError, match="missing.npz: file not found"):
+        SpeakerProfile.load(tmp_path / "missing.npz")
+    assert zipfile.is_zipfile(good)
+
+
+def test_adapted_head_needs_encoder_features():
+    with pytest.raises(ConfigError, match="speakers.adapted_head=true"):
+        preset("tiny").override({"speakers.adapted_head": True})
+
+
+# --- the adapted head, end to end -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adapted_model(corpus, cache_dir, tmp_path_factory):
+    from ser.cache import FeatureCache
+    from ser.dataset import load_dataset
+    from ser.inference import Recognizer
+    from ser.training import fit_final, fit_final_adapted
+
+    clips = load_dataset(corpus)
+    config = preset("accurate").override({"train.epochs": 4, "augment.copies": 1, "train.validation_speakers": 1,
+                                          "speakers.adapted_head": True})
+    model, history = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    adapted, _, norm = fit_final_adapted(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    folder = tmp_path_factory.mktemp("adapted") / "model"
+    Recognizer(model, config, adapted=adapted, speaker_norm=norm).save(folder, history=history)
+    return folder
+
+
+@needs_whisper
+def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
+    """Both heads are saved and checksummed; enrol, predict with a speaker, adapt per group."""
+    from ser.inference import Recognizer
+
+    sums = (adapted_model / "SHA256SUMS").read_text()
+    for name in ("adapted.keras", "adapted.onnx", "speakers.npz"):
+        assert name in sums
+    rec = Recognizer.load(adapted_model)
+    files = sorted((corpus / "Actor_01").glob("*.wav"))
+    profile = rec.enrol("actor1", files[:4], folder=tmp_path)
+    assert (tmp_path / "actor1.npz").exists() and profile.stats.n == 4
+    plain = rec.predict_file(files[5])
+    with_profile = rec.predict_file(files[5], speaker=rec.profile("actor1", folder=tmp_path))
+    assert with_profile.scores != plain.scores
+    monkeypatch.setenv("SER_SPEAKERS_DIR", str(tmp_path))  # a name is looked up in the default folder
+    assert rec.predict_file(files[5], speaker="actor1").scores == with_profile.scores
+    # The adapted head sees the clip standardised by the (shrunk, corrected) profile statistics.
+    x = rec._load(files[5])[0][None]
+    z = rec.speaker_norm.normalize(x, rec.profile("actor1", folder=tmp_path).stats, "enrol")
+    expected = rec.adapted(z[..., None].astype(np.float32))[0]
+    np.testing.assert_allclose(list(with_profile.scores.values()), expected, atol=1e-6)
+    # Keras and ONNX Runtime agree on the adapted head too.
+    keras_rec = Recognizer.load(adapted_model, runtime="keras")
+    np.testing.assert_allclose(list(keras_rec.predict_file(files[5], speaker=profile).scores.values()),
+                               list(with_profile.scores.values()), atol=1e-4)
+    # Unlabelled adaptation: each group standardised by its own clips.
+    paths = files + sorted((corpus / "Actor_04").glob("*.wav"))
+    groups = ["a"] * len(files) + ["b"] * (len(paths) - len(files))
+    results = rec.predict_files(paths, groups=groups, batch_size=5)
+    assert [r.source for r in results] == [str(p) for p in paths]
+    xa = np.stack([rec._load(p)[0] for p in files])
+    za = rec.speaker_norm.normalize(xa, SpeakerStats.of(xa), "adapt")
+    np.testing.assert_allclose(list(results[0].scores.values()), rec.adapted(za[:1, ..., None])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="speaker or groups"):
+        rec.predict_files(paths, groups=groups, speaker=profile)
+    with pytest.raises(ValueError, match="groups: 1 given"):
+        rec.predict_files(paths, groups=["a"])
+
+
+@needs_whisper
+def test_adapted_folder_integrity(adapted_model, tmp_path):
+    import shutil
+
+    from ser.inference import Recognizer
+
+    copy = tmp_path / "model"
+    shutil.copytree(adapted_model, copy)
+    with open(copy / "speakers.npz", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\xff\xff")
+    with pytest.raises(ModelError, match="speakers.npz: checksum mismatch"):
+        Recognizer.load(copy)
+
+
+@needs_whisper
+def test_models_without_adapted_head_refuse_speakers(corpus, cache_dir, tmp_path):
+    from ser.inference import Recognizer
+
+    rec = Recognizer.load()  # the bundled default: inductive only unless trained with an adapted head
+    if rec.speaker_norm is not None:
+        pytest.skip("the bundled model has an adapted head")
+    with pytest.raises(ModelError, match="no speaker-adapted head"):
+        rec.enrol("x", sorted(corpus.rglob("*.wav"))[:2], folder=tmp_path)
+
+
+@needs_whisper
+def test_cli_speakers(adapted_model, corpus, tmp_path, capsys):
+    folder = tmp_path / "profiles"
+    files = [str(p) for p in sorted((corpus / "Actor_10").glob("*.wav"))]
+    model = ["--model", str(adapted_model), "--speakers-dir", str(folder)]
+    assert main(["speakers", "enrol", "bob", *files[:3], *model, "-q"]) == 0
+    assert "enrolled from 3 clips" in capsys.readouterr().out
+    assert main(["speakers", "list", "--speakers-dir", str(folder), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["name"] == "bob" and rows[0]["clips"] == 3 and rows[0]["bytes"] <= 64 * 1024
+    assert main(["predict", files[4], "--speaker", "bob", "--json", "-q", *model]) == 0
+    with_bob = json.loads(capsys.readouterr().out)
+    assert main(["predict", files[4], "--json", "-q", "--model", str(adapted_model)]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"] != with_bob["scores"]
+    # --adapt groups by a manifest's speaker column (labels optional), else by folder.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,speaker\n" + "".join(f"{f},s1\n" for f in files))
+    assert main(["predict", str(manifest), "--adapt", "--csv", "-q", "--model", str(adapted_model)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(files) + 1
+    assert main(["predict", str(corpus / "Actor_10"), "--adapt", "--json", "-q",
+                 "--model", str(adapted_model)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(files)
+    # Errors: unknown speaker, bad name, removing twice.
+    assert main(["predict", files[4], "--speaker", "nobody", "-q", *model]) == 1
+    assert "no profile" in capsys.readouterr().err
+    assert main(["speakers", "enrol", "../x", files[0], *model]) == 1
+    assert "speaker '../x'" in capsys.readouterr().err
+    assert main(["speakers", "remove", "bob", "--speakers-dir", str(folder)]) == 0
+    assert main(["speakers", "remove", "bob", "--speakers-dir", str(folder)]) == 1
+    assert "no profile for speaker 'bob'" in capsys.readouterr().err
