@@ -173,7 +173,39 @@ def pad_silence(y: np.ndarray, *, sr: int, seconds: float = 1.0) -> np.ndarray:
     return np.concatenate([pad, y.astype(np.float32), pad])
 
 
-#: The robustness benchmark's conditions, by name.
+def random_channel(seed: int) -> dict:
+    """Parameters of one random recording channel: EQ, band limit, codec and noise.
+
+    The same ``seed`` always gives the same channel, so every clip of a speaker can
+    pass through one microphone-and-line (the channel-shift benchmark).
+    """
+    rng = np.random.default_rng(seed)
+    eq = [(float(f), float(g), float(q)) for f, g, q in zip(
+        np.exp(rng.uniform(np.log(150), np.log(6000), 3)), rng.uniform(-9, 9, 3), rng.uniform(0.7, 2.0, 3))]
+    return {"eq": eq, "high_pass_hz": float(rng.uniform(80, 400)), "low_pass_hz": float(rng.uniform(3400, 7500)),
+            "codec": [None, "mp3", "ogg"][int(rng.integers(3))], "snr_db": float(rng.uniform(12, 30))}
+
+
+def apply_channel(y: np.ndarray, channel: dict, *, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Pass a clip through a channel of :func:`random_channel` (``rng`` draws only the noise)."""
+    from scipy.signal import butter, lfilter, sosfilt
+
+    out = y.astype(np.float64)
+    for freq, gain_db, q in channel["eq"]:
+        # Peaking biquad (RBJ audio EQ cookbook).
+        a_gain, w0 = 10 ** (gain_db / 40), 2 * np.pi * min(freq, 0.45 * sr) / sr
+        alpha = np.sin(w0) / (2 * q)
+        b = [1 + alpha * a_gain, -2 * np.cos(w0), 1 - alpha * a_gain]
+        a = [1 + alpha / a_gain, -2 * np.cos(w0), 1 - alpha / a_gain]
+        out = lfilter(b, a, out)
+    band = [channel["high_pass_hz"], min(channel["low_pass_hz"], 0.45 * sr)]
+    out = sosfilt(butter(4, band, btype="bandpass", fs=sr, output="sos"), out).astype(np.float32)
+    if channel["codec"]:
+        out = codec(out, sr=sr, fmt=channel["codec"])
+    return add_noise(out, snr_db=channel["snr_db"], rng=rng)
+
+
+#: The robustness benchmark's conditions, by name ("channelN": channel N of :func:`random_channel`).
 CONDITIONS = ("snr20", "snr10", "snr5", "reverb", "telephone", "ogg", "mp3", "gain+20", "gain-20", "silence")
 
 
@@ -191,4 +223,6 @@ def apply_condition(y: np.ndarray, name: str, *, sr: int, rng: np.random.Generat
         return gain(y, db=float(name[4:]))
     if name == "silence":
         return pad_silence(y, sr=sr)
+    if name.startswith("channel") and name[7:].isdigit():
+        return apply_channel(y, random_channel(int(name[7:])), sr=sr, rng=rng)
     raise ValueError(f"condition={name!r}: expected one of {', '.join(CONDITIONS)}")

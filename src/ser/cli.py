@@ -315,7 +315,9 @@ def _timeline(args: argparse.Namespace) -> int:
 
     recognizer = _load_recognizer(args)
     source = Path(args.timeline)
-    segments = tl.timeline(source, recognizer, progress=not args.quiet)
+    if args.speaker:
+        raise SERError("--timeline: use --adapt (a recording adapts to its own speaker); --speaker is for clips")
+    segments = tl.timeline(source, recognizer, progress=not args.quiet, adapt=args.adapt)
     stem = Path(args.out) if args.out else source.with_suffix("")
     written = tl.save_timeline(segments, stem, source=str(source), duration=tl.file_duration(source),
                                classes=recognizer.classes)

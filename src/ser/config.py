@@ -305,10 +305,14 @@ class SpeakerConfig:
     prior_weight : float
         Shrinkage of a speaker's statistics toward the training speakers': the
         prior counts as this many clips.
+    subset_stats : bool
+        Standardise each augmented training copy with statistics of a random subset
+        of its speaker's clips (as few as a new speaker will offer), not all of them.
     """
 
     adapted_head: bool = False
     prior_weight: float = 5.0
+    subset_stats: bool = True
 
     def __post_init__(self) -> None:
         _check_range("speakers.prior_weight", self.prior_weight, 0.0, 1000.0)

@@ -240,15 +240,11 @@ class Recognizer:
     def _features(self, y: np.ndarray) -> np.ndarray:
         return featurize(y, self.config, encoder=self.encoder)
 
-    def _scores(self, x: np.ndarray, speaker=None) -> np.ndarray:
-        """Probabilities for features ``x``; with ``speaker`` statistics, from the adapted head.
-
-        ``speaker`` is a :class:`~ser.speakers.SpeakerProfile`, or a ``(stats, kind)`` pair.
-        """
-        net = self.runner if self.runner is not None else None
+    def _scores(self, x: np.ndarray, speaker: tuple | None = None) -> np.ndarray:
+        """Probabilities for features ``x``; with ``speaker`` = ``(stats, kind)``, from the adapted head."""
+        net = self.runner
         if speaker is not None:
-            stats, kind = (speaker.stats, speaker.kind) if hasattr(speaker, "stats") else speaker
-            x = self.speaker_norm.normalize(x, stats, kind)
+            x = self.speaker_norm.normalize(x, *speaker)
             net = self.adapted
         elif net is None:
             net = self.model
@@ -331,6 +327,18 @@ class Recognizer:
             raise ProfileError(f"speaker {speaker!r}: no profile at {path}; enrol the speaker first")
         return SpeakerProfile.load(path, features=self.features_id)
 
+    def _speaker(self, speaker) -> tuple | None:
+        """A name, profile or statistics → ``(SpeakerStats, kind)`` for :meth:`_scores` (None passes)."""
+        from ser.speakers import SpeakerStats
+
+        if speaker is None:
+            return None
+        if isinstance(speaker, SpeakerStats):
+            self._require_adaptation()
+            return speaker, "adapt"
+        profile = self.profile(speaker)
+        return profile.stats, profile.kind
+
     def _prediction(self, probs: np.ndarray, duration: float, source: str | None) -> Prediction:
         best = int(np.argmax(probs))
         return Prediction(label=self.classes[best], confidence=float(probs[best]),
@@ -346,17 +354,26 @@ class Recognizer:
             Shape ``(n_samples,)`` or ``(n_samples, n_channels)``, any rate.
         sr : int
             Sample rate of ``y``.
-        speaker : str or SpeakerProfile, optional
-            An enrolled speaker (see :meth:`enrol`): the adapted head reads the
-            clip relative to that speaker's baseline.
+        speaker : str, SpeakerProfile or SpeakerStats, optional
+            An enrolled speaker (name or profile, see :meth:`enrol`), or feature
+            statistics of other clips of the same speaker (unlabelled adaptation):
+            the adapted head reads the clip relative to that speaker's baseline.
         """
-        profile = self.profile(speaker) if speaker is not None else None
+        speaker = self._speaker(speaker)
+        duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
+        return self._prediction(self._scores(self.features(y, sr)[None], speaker)[0], duration, None)
+
+    def features(self, y: np.ndarray, sr: int) -> np.ndarray:
+        """The model's input features of an in-memory signal (checked like :meth:`predict`'s)."""
         a = self.config.audio
         duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
         if duration > a.max_duration:
             raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
-        y = audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration)
-        return self._prediction(self._scores(self._features(y)[None], profile)[0], duration, None)
+        return self._features(audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration))
+
+    def predict_features(self, x: np.ndarray, *, speaker=None) -> Prediction:
+        """Recognise the emotion from features of :meth:`features`; ``speaker`` as in :meth:`predict`."""
+        return self._prediction(self._scores(np.asarray(x)[None], self._speaker(speaker))[0], 0.0, None)
 
     def _load(self, path: str | os.PathLike) -> tuple[np.ndarray, float]:
         import soundfile as sf
@@ -367,9 +384,9 @@ class Recognizer:
 
     def predict_file(self, path: str | os.PathLike, *, speaker=None) -> Prediction:
         """Recognise the emotion in an audio file (any format libsndfile reads); ``speaker`` as in :meth:`predict`."""
-        profile = self.profile(speaker) if speaker is not None else None
+        speaker = self._speaker(speaker)
         x, duration = self._load(path)
-        return self._prediction(self._scores(x[None], profile)[0], duration, str(path))
+        return self._prediction(self._scores(x[None], speaker)[0], duration, str(path))
 
     def predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32, progress: bool = False,
                       errors: str = "raise", speaker=None,
@@ -406,7 +423,7 @@ class Recognizer:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         if speaker is not None and groups is not None:
             raise ValueError("give speaker or groups, not both")
-        profile = self.profile(speaker) if speaker is not None else None
+        known = self._speaker(speaker)
         if groups is not None:
             self._require_adaptation()
             if len(groups) != len(paths):
@@ -415,7 +432,7 @@ class Recognizer:
         done: list[tuple[int, np.ndarray, float]] = []  # (index, features, duration), in adaptation mode
 
         def score(batch: list[tuple[int, np.ndarray, float]], stats=None) -> None:
-            probs = self._scores(np.stack([x for _, x, _ in batch]), stats if stats is not None else profile)
+            probs = self._scores(np.stack([x for _, x, _ in batch]), stats if stats is not None else known)
             for (i, _, duration), p in zip(batch, probs):
                 results[i] = self._prediction(p, duration, str(paths[i]))
 

@@ -165,28 +165,22 @@ class SpeakerNorm:
         return cls(prior, arrays["enrol_shift"], arrays["enrol_scale"], float(header["prior_weight"]))
 
 
-def normalize_by_group(x: np.ndarray, groups: np.ndarray, norm: SpeakerNorm, *,
-                       stats_from: np.ndarray | None = None) -> np.ndarray:
+def normalize_by_group(x: np.ndarray, groups: np.ndarray, norm: SpeakerNorm) -> np.ndarray:
     """Standardise every group (speaker, session, folder) of clips by its own statistics.
 
     Parameters
     ----------
     x : numpy.ndarray
-        Features, shape ``(n, *feature_shape)`` (or ``(n, copies, *feature_shape)``
-        with ``stats_from`` given).
+        Features, shape ``(n, *feature_shape)``.
     groups : numpy.ndarray
         Group of each clip, shape ``(n,)``.
     norm : SpeakerNorm
         Prior and shrinkage.
-    stats_from : numpy.ndarray, optional
-        Features the statistics are computed from (default: ``x``), e.g. the clean
-        clips when ``x`` holds their augmented copies.
     """
-    source = x if stats_from is None else stats_from
     out = np.empty(x.shape, dtype=np.float32)
     for group in set(groups.tolist()):
         own = groups == group
-        out[own] = norm.normalize(x[own], SpeakerStats.of(source[own]))
+        out[own] = norm.normalize(x[own], SpeakerStats.of(x[own]))
     return out
 
 

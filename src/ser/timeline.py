@@ -51,6 +51,10 @@ CHUNK_SECONDS = 1.0
 _ENERGY_EPS = 1e-10
 
 
+#: Segments a timeline sees before it adapts to the recording (see :func:`timeline`).
+ADAPT_AFTER = 5
+
+
 class SupportsPredict(Protocol):
     """Anything that recognises one in-memory clip, like :class:`ser.inference.Recognizer`."""
 
@@ -414,7 +418,7 @@ MAX_SEGMENT = 10.0
 def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | None = None,
              block_seconds: float = 30.0, progress: bool = False, margin_db: float = 10.0,
              threshold_db: float = -60.0, min_speech: float = 0.5, min_gap: float = 0.3,
-             max_segment: float | None = None) -> list[Segment]:
+             max_segment: float | None = None, adapt: bool = False, adapt_after: int = ADAPT_AFTER) -> list[Segment]:
     """Find the speech in a recording, of any length, and the emotion of each segment.
 
     The file is streamed (:func:`stream_audio`), speech is detected incrementally
@@ -443,6 +447,14 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
         10 s, or the recognizer's analysis window ``config.audio.duration`` if shorter (a model
         that looks only at the first 3 s of a clip would otherwise label 10 s from 3 s of it),
         but never below ``2 * min_speech``.
+    adapt : bool
+        Adapt to the recording's speaker(s) without labels: once ``adapt_after`` segments
+        are recognised, each next segment is read by the recognizer's speaker-adapted head,
+        standardised by the statistics of every segment so far (causal: a live stream
+        could be processed the same way). Needs a :class:`ser.inference.Recognizer` with
+        an adapted head.
+    adapt_after : int
+        Segments seen before adaptation starts (statistics of fewer are too noisy).
 
     Returns
     -------
@@ -478,6 +490,9 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     base = 0
     segments: list[Segment] = []
     skipped = 0
+    running = _RunningStats() if adapt else None
+    if adapt:
+        recognizer._require_adaptation()
 
     def recognise(spans: list[tuple[int, int]]) -> None:
         nonlocal skipped
@@ -486,7 +501,12 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
                 raise RuntimeError(f"segment at sample {a} was already discarded (buffer starts at {base})")
             y = buffer[a - base:b - base].copy()
             try:
-                p = recognizer.predict(y, sr)
+                if running is None:
+                    p = recognizer.predict(y, sr)
+                else:
+                    x = recognizer.features(y, sr)
+                    running.add(x)
+                    p = recognizer.predict_features(x, speaker=running.stats() if running.n >= adapt_after else None)
             except AudioError as exc:
                 skipped += 1
                 log.info("%s: segment %.2f-%.2f s skipped (%s)", path, a / sr, b / sr, exc)
@@ -506,6 +526,32 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
         recognise(vad._flush())
     log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
     return segments
+
+
+class _RunningStats:
+    """Mean and variance of features seen so far, in constant memory.
+
+    Sums are kept relative to the first example (the shifted-data algorithm), so a
+    large mean does not swamp a small variance.
+    """
+
+    def __init__(self) -> None:
+        self.n, self.ref, self.total, self.squares = 0, None, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if self.ref is None:
+            self.ref = x
+        d = x - self.ref
+        self.n += 1
+        self.total = self.total + d
+        self.squares = self.squares + d * d
+
+    def stats(self):
+        from ser.speakers import SpeakerStats
+
+        shift = self.total / self.n
+        return SpeakerStats(self.ref + shift, np.maximum(self.squares / self.n - shift * shift, 0.0), self.n)
 
 
 # --- writers ------------------------------------------------------------------------------

@@ -207,10 +207,13 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
                 augmented: np.ndarray | None = None, progress: bool = False):
     """Fit the speaker-adapted head: every training speaker standardised by their own statistics.
 
-    Same parameters as :func:`fit`. The statistics of a training speaker come from
-    their clean clips and also standardise their augmented copies, as a speaker's
-    profile standardises whatever they record later. Only clips in ``train`` are
-    read; other rows of ``x`` pass through unchanged.
+    Same parameters as :func:`fit`. Clean clips are standardised with statistics of
+    all of their speaker's clean clips. With ``speakers.subset_stats``, each
+    augmented copy of a speaker's clips is standardised with statistics of a random
+    subset of that speaker's clean clips instead (5, 10 or 20 clips, all of them, or
+    their calm ones as an enrolment), shrunk like a new speaker's: the head learns
+    to read features standardised by the noisy estimates it will get at prediction
+    time. Only clips in ``train`` are read; other rows of ``x`` pass through unchanged.
 
     Returns
     -------
@@ -219,18 +222,33 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
     norm : ser.speakers.SpeakerNorm
         The prior and enrolment correction to standardise new speakers with.
     """
-    from ser.speakers import SpeakerNorm, normalize_by_group
+    from ser.speakers import SpeakerNorm, SpeakerStats, normalize_by_group
 
-    norm = SpeakerNorm.fit(x[train], speakers[train], enrol_mask(y, config.classes)[train],
-                           prior_weight=config.speakers.prior_weight)
+    enrol = enrol_mask(y, config.classes)
+    norm = SpeakerNorm.fit(x[train], speakers[train], enrol[train], prior_weight=config.speakers.prior_weight)
     xn = x.astype(np.float32, copy=True)
     xn[train] = normalize_by_group(x[train], speakers[train], norm)
     an = None
     if augmented is not None:
         an = augmented.astype(np.float32, copy=True)
-        an[train] = normalize_by_group(augmented[train], speakers[train], norm, stats_from=x[train])
+        rng = np.random.default_rng(config.train.seed)
+        for speaker in sorted(set(speakers[train].tolist()), key=lambda s: (len(s), s)):
+            own = train[speakers[train] == speaker]
+            for copy in range(an.shape[1]):
+                subset, kind = own, "adapt"
+                if config.speakers.subset_stats:
+                    size = SUBSET_SIZES[rng.integers(len(SUBSET_SIZES))]
+                    if size == "enrol" and (enrol[own]).sum() >= 2:
+                        subset, kind = own[enrol[own]], "enrol"
+                    elif isinstance(size, int) and size < own.size:
+                        subset = rng.choice(own, size=size, replace=False)
+                an[own, copy] = norm.normalize(augmented[own, copy], SpeakerStats.of(x[subset]), kind)
     model, history = fit(config, xn, y, speakers, train, augmented=an, progress=progress)
     return model, history, norm
+
+
+#: Statistics behind augmented copies in :func:`fit_adapted`: k random clips, all, or the calm ones.
+SUBSET_SIZES: tuple = (5, 10, 20, "all", "enrol")
 
 
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
