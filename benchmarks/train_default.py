@@ -47,7 +47,7 @@ def main() -> int:
     from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final
+    from ser.training import describe_device, fit_final, fit_final_adapted
 
     name = args.name or args.preset
     evaluation = {}
@@ -56,6 +56,11 @@ def main() -> int:
         if path.exists():
             result = json.loads(path.read_text())
             evaluation[protocol] = {**result["pooled"], "source": f"benchmarks/results/{path.name}"}
+    for path in sorted((ROOT / "benchmarks" / "results").glob(f"adaptation_{name}_*.json")):
+        result = json.loads(path.read_text())
+        if result["protocol"] != "si6":  # the headline si6 comes from the accuracy benchmark
+            evaluation[result["protocol"]] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
+                "source": f"benchmarks/results/{path.name}"}
     if args.card_only:
         from ser.inference import model_card, write_checksums
         from ser.utils import atomic_write_text
@@ -75,6 +80,9 @@ def main() -> int:
     clips = load_dataset(args.data)
     start = time.perf_counter()
     model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
+    adapted = norm = None
+    if config.speakers.adapted_head:
+        adapted, _, norm = fit_final_adapted(clips, config, cache=FeatureCache(default_cache_dir()))
     train_s = time.perf_counter() - start
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),
@@ -85,7 +93,8 @@ def main() -> int:
             "int8, rounded per output channel" if config.features.encoder_precision == "int8"
             else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
     }
-    out = Recognizer(model, config, metadata=metadata).save(args.out, history=history)
+    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
+        args.out, history=history)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
     return 0

@@ -303,3 +303,20 @@ def test_timeline_adapts_once_enough_speech_is_seen(adapted_model, corpus, tmp_p
     # Models without an adapted head refuse to adapt, with one clear line.
     assert main(["predict", "--timeline", str(recording), "--adapt", "-q", "--out", str(tmp_path / "u")]) == 1
     assert "no speaker-adapted head" in capsys.readouterr().err
+
+
+def test_random_channel_is_fixed_per_seed():
+    """The channel-shift benchmark's channels: the same seed, the same microphone and line."""
+    from ser.augment import apply_condition, random_channel
+
+    assert random_channel(3) == random_channel(3) and random_channel(3) != random_channel(4)
+    t = np.arange(16000) / 16000
+    y = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    a = apply_condition(y, "channel3", sr=16000, rng=np.random.default_rng(0))
+    b = apply_condition(y, "channel3", sr=16000, rng=np.random.default_rng(0))
+    c = apply_condition(y, "channel4", sr=16000, rng=np.random.default_rng(0))
+    assert a.shape == y.shape and a.dtype == np.float32 and np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c, atol=1e-3) and not np.allclose(a, y, atol=1e-3)
+    with pytest.raises(ValueError, match="channelx"):
+        apply_condition(y, "channelx", sr=16000, rng=np.random.default_rng(0))

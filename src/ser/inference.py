@@ -556,7 +556,9 @@ def _model_line(config: Config) -> str:
     ensemble = f", ensemble of {t.ensemble}" if t.ensemble > 1 else ""
     if m.architecture == "mlp":
         layers = "learned weighted sum of layers" if m.layers == "weighted" else "last layer"
-        return f"- model: {layers} → dense {m.dense_units} → softmax{ensemble}"
+        adapted = ("; plus a speaker-adapted head of the same form on features standardised per speaker "
+                   "(used with an enrolled speaker or --adapt)" if config.speakers.adapted_head else "")
+        return f"- model: {layers} → dense {m.dense_units} → softmax{ensemble}{adapted}"
     return f"- model: cnn2d, filters {list(m.filters)}, dense {m.dense_units}{ensemble}"
 
 
