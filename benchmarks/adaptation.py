@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("adaptation")
 KS = (5, 10, 20)
 DRAWS = 5
 
@@ -149,7 +150,7 @@ def main() -> int:
             saved = {"config": key, "rows": fold_predictions(config, x, x_channel, aug, y, speakers, fold, enrol),
                      "train_s": round(time.perf_counter() - t, 1)}
             atomic_write_text(path, json.dumps(saved) + "\n")
-        logging.info("fold %d done (%.0f s)", fold.number, saved["train_s"])
+        log.info("fold %d done (%.0f s)", fold.number, saved["train_s"])
         per_fold.append({"fold": fold.number, "test_speakers": list(fold.test_speakers), "train_s": saved["train_s"],
                          **{r: scores(y[np.array(d[0][0])], np.array(d[0][1]))["uar"]
                             for r, d in saved["rows"].items() if ":" not in r}})
@@ -201,10 +202,10 @@ def main() -> int:
         lines.append(f"| {protocol} | {result['uar']:.3f}{spread} | {result['macro_f1']:.3f} | "
                      f"{result['accuracy']:.3f} | {result['clips']} | {'' if base is None else f'{base:.3f}'} |")
     cs = results["channel-shift"]
-    lines += ["", f"Channel shift: inductive UAR {cs['inductive_clean']['uar']:.3f} clean → "
-              f"{cs['inductive_shifted']['uar']:.3f} through the channels (−{cs['uar_lost_to_channel']:.3f}); "
-              f"adapted {cs['uar']:.3f}: recovers {cs['uar_recovered']:+.3f} "
-              f"({cs['recovered_fraction'] if cs['recovered_fraction'] is not None else 'n/a'} of the loss).", ""]
+    fraction = cs["recovered_fraction"] if cs["recovered_fraction"] is not None else "n/a"
+    lines += ["", (f"Channel shift: inductive UAR {cs['inductive_clean']['uar']:.3f} clean → "
+                   f"{cs['inductive_shifted']['uar']:.3f} through the channels (−{cs['uar_lost_to_channel']:.3f}); "
+                   f"adapted {cs['uar']:.3f}: recovers {cs['uar_recovered']:+.3f} ({fraction} of the loss)."), ""]
     atomic_write_text(out / f"adaptation_{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

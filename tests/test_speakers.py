@@ -12,8 +12,16 @@ import pytest
 from ser.cli import main
 from ser.config import preset
 from ser.errors import ConfigError, ModelError
-from ser.speakers import (ProfileError, SpeakerNorm, SpeakerProfile, SpeakerStats, check_name, list_profiles,
-                          normalize_by_group, remove_profile)
+from ser.speakers import (
+    ProfileError,
+    SpeakerNorm,
+    SpeakerProfile,
+    SpeakerStats,
+    check_name,
+    list_profiles,
+    normalize_by_group,
+    remove_profile,
+)
 
 WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
 needs_whisper = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")

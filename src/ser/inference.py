@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ser import audio as audio_mod
+from ser.cache import featurize, load_clip
 from ser.config import Config
 from ser.errors import AudioError, ConfigError, ModelError, SERError
-from ser.cache import featurize, load_clip
 from ser.utils import atomic_write_text, current_umask, sha256_file
 
 log = logging.getLogger(__name__)
@@ -297,15 +297,7 @@ class Recognizer:
         self._require_adaptation()
         if len(clips) == 0:
             raise AudioError(f"speaker {speaker!r}: no enrolment clips given")
-        feats = []
-        for clip in clips:
-            if isinstance(clip, tuple):
-                y, sr = clip
-                y = audio_mod.prepare(y, sr, sr=self.config.audio.sample_rate,
-                                      min_duration=self.config.audio.min_duration)
-                feats.append(self._features(y))
-            else:
-                feats.append(self._load(clip)[0])
+        feats = [self.features(*clip) if isinstance(clip, tuple) else self._load(clip)[0] for clip in clips]
         profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), self.features_id)
         if save:
             from ser.speakers import default_profiles_dir
