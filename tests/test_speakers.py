@@ -194,6 +194,11 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
     files = sorted((corpus / "Actor_01").glob("*.wav"))
     profile = rec.enrol("actor1", files[:4], folder=tmp_path)
     assert (tmp_path / "actor1.npz").exists() and profile.stats.n == 4
+    import soundfile as sf
+
+    in_memory = rec.enrol("mem", [sf.read(f, dtype="float32") for f in files[:4]], save=False)
+    np.testing.assert_allclose(in_memory.stats.mean, profile.stats.mean, atol=1e-5)
+    assert not (tmp_path / "mem.npz").exists()
     plain = rec.predict_file(files[5])
     with_profile = rec.predict_file(files[5], speaker=rec.profile("actor1", folder=tmp_path))
     assert with_profile.scores != plain.scores
@@ -227,6 +232,12 @@ def test_adapted_folder_integrity(adapted_model, tmp_path):
     import shutil
 
     from ser.inference import Recognizer
+
+    # A folder loaded and saved again keeps its networks byte for byte (a lean git history).
+    again = Recognizer.load(adapted_model).save(tmp_path / "again")
+    for name in ("model.keras", "model.onnx", "adapted.keras", "adapted.onnx", "encoder.npz"):
+        assert (again / name).read_bytes() == (adapted_model / name).read_bytes(), name
+    Recognizer.load(again)
 
     copy = tmp_path / "model"
     shutil.copytree(adapted_model, copy)

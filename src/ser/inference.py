@@ -192,10 +192,16 @@ class Recognizer:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
             os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
-            _uncompiled_copy(self.model).save(tmp / "model.keras")
             from ser.export import export_onnx
 
-            export_onnx(self.model, tmp / ONNX_FILE)
+            if self._model is None and self.path is not None and (self.path / ONNX_FILE).exists():
+                # Loaded from a folder and never touched: keep its files byte for byte
+                # (re-serialising would change them, and every clone would carry both).
+                for name in ("model.keras", ONNX_FILE):
+                    shutil.copyfile(self.path / name, tmp / name)
+            else:
+                _uncompiled_copy(self.model).save(tmp / "model.keras")
+                export_onnx(self.model, tmp / ONNX_FILE)
             if self.adapted is not None:
                 if self.path is not None and (self.path / ADAPTED_KERAS).exists():
                     for name in (ADAPTED_KERAS, ADAPTED_ONNX):
