@@ -13,15 +13,37 @@ def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 40, n_mels: int = 128, n_fft: 
          hop_length: int = 512) -> np.ndarray:
     """MFCC of a mono signal, librosa defaults otherwise.
 
+    The same computation as ``librosa.feature.mfcc`` (log-power mel spectrogram in
+    dB re 1 with an 80 dB floor, then an orthonormal DCT-II over the mel axis), in
+    plain numpy, so prediction needs no librosa import.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Mono signal, shape ``(n_samples,)``, or equally long signals, ``(n_clips, n_samples)``.
+
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(n_mfcc, n_frames)`` with ``n_frames = 1 + len(y) // hop_length``.
+        float32, shape ``(n_mfcc, n_frames)`` (or ``(n_clips, n_mfcc, n_frames)``) with
+        ``n_frames = 1 + n_samples // hop_length``.
     """
-    import librosa
+    if n_mfcc > n_mels:
+        raise ValueError(f"n_mfcc={n_mfcc}: expected at most n_mels={n_mels}")
+    db = _power_db(_mel_power(y, sr=sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length), peak_ref=False)
+    return np.matmul(db, _dct_matrix(n_mels, n_mfcc)).swapaxes(-1, -2).astype(np.float32)
 
-    return librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft,
-                                hop_length=hop_length).astype(np.float32)
+
+@functools.lru_cache(maxsize=8)
+def _dct_matrix(n: int, n_out: int) -> np.ndarray:
+    # Orthonormal DCT-II as a (n, n_out) matrix: x @ D == scipy.fft.dct(x, type=2, norm="ortho")[..., :n_out].
+    k = np.arange(n_out)[None, :]
+    m = np.arange(n)[:, None]
+    d = np.cos(np.pi * k * (2 * m + 1) / (2 * n)) * np.sqrt(2.0 / n)
+    d[:, 0] /= np.sqrt(2.0)
+    d = d.astype(np.float32)
+    d.flags.writeable = False
+    return d
 
 
 def logmel(y: np.ndarray, *, sr: int, n_mels: int = 128, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
@@ -43,6 +65,12 @@ def logmel(y: np.ndarray, *, sr: int, n_mels: int = 128, n_fft: int = 2048, hop_
         float32, shape ``(n_mels, n_frames)`` (or ``(n_clips, n_mels, n_frames)``),
         ``n_frames = 1 + n_samples // hop_length``.
     """
+    db = _power_db(_mel_power(y, sr=sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length), peak_ref=True)
+    return np.swapaxes(db, -1, -2).astype(np.float32)
+
+
+def _mel_power(y: np.ndarray, *, sr: int, n_mels: int, n_fft: int, hop_length: int) -> np.ndarray:
+    # Mel power spectrogram, frames first: (..., n_frames, n_mels), float32.
     y = np.asarray(y, dtype=np.float32)
     if y.ndim not in (1, 2):
         raise ValueError(f"y: expected shape (n_samples,) or (n_clips, n_samples), got {y.shape}")
@@ -51,11 +79,20 @@ def logmel(y: np.ndarray, *, sr: int, n_mels: int = 128, n_fft: int = 2048, hop_
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop_length, :]
     spectrum = np.fft.rfft(frames * _hann(n_fft), axis=-1)  # (..., n_frames, 1 + n_fft // 2)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
-    mel = np.matmul(power.astype(np.float32, copy=False), mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels).T)
+    return np.matmul(power.astype(np.float32, copy=False), _mel_filters_t(sr, n_fft, n_mels))
+
+
+def _power_db(mel: np.ndarray, *, peak_ref: bool) -> np.ndarray:
+    # librosa.power_to_db: dB re 1 (or re each clip's peak), amin 1e-10, floor 80 dB below the top.
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    db = db - 10.0 * np.log10(np.maximum(mel.max(axis=(-2, -1), keepdims=True), 1e-10))
-    db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - 80.0)
-    return np.swapaxes(db, -1, -2).astype(np.float32)
+    if peak_ref:
+        db = db - 10.0 * np.log10(np.maximum(mel.max(axis=(-2, -1), keepdims=True), 1e-10))
+    return np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - 80.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters_t(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    return np.ascontiguousarray(mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels).T)
 
 
 @functools.lru_cache(maxsize=8)
