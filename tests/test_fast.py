@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone
 
+from conftest import tone
 from ser.cli import main
 from ser.config import preset
 from ser.errors import AudioError, ModelError
