@@ -3,7 +3,11 @@
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/speed.py                      # the bundled default model
+    .venv/bin/python benchmarks/speed.py --model src/ser/pretrained/fast --name fast
     .venv/bin/python benchmarks/speed.py --model path/to/model --name mine
+
+``--model`` also takes a bundled model's name (``fast``); the results are named
+after ``--name``, else after the model folder.
 
 Figures (written to ``benchmarks/results/speed_<name>.json``):
 
@@ -46,8 +50,9 @@ def run(argv: list[str]) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model folder (default: the bundled model)")
-    parser.add_argument("--name", default="default")
+    parser.add_argument("--model", help="model folder or bundled model name (default: the bundled default model)")
+    parser.add_argument("--name", help="results name and the JSON's \"model\" field (default: the model folder's "
+                        "name, or default)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--clips", type=int, default=480, help="clips for the throughput figure")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -55,6 +60,7 @@ def main() -> int:
     import soundfile as sf
 
     model = ["--model", args.model] if args.model else []
+    name = args.name or (Path(args.model).name if args.model else "default")
     clips = sorted(Path(args.data).rglob("*.flac"))
     one = str(clips[0])
     start = time.perf_counter()
@@ -84,7 +90,7 @@ def main() -> int:
         "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]),
         "date": date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "gpu": None},
-        "model": args.name,
+        "model": name,
         "model_path": args.model or "bundled default",
         "cold_predict_wall_s": round(statistics.median(w for w, _ in cold), 3),
         "cold_predict_wall_s_runs": [round(w, 3) for w, _ in cold],
@@ -96,7 +102,7 @@ def main() -> int:
         "timeline_1h_segments": len(segments),
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.results) / f"speed_{args.name}.json"
+    out = Path(args.results) / f"speed_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,14 +1,15 @@
-"""Train the bundled default model: a recipe on all 24 RAVDESS actors.
+"""Train a bundled model: a recipe on all 24 RAVDESS actors.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/train_default.py --preset robust --set features.encoder_precision='"int8"' \
-        --name robust-int8
+    .venv/bin/python benchmarks/train_default.py --preset robust --set train.ensemble=5 --name robust-ensemble5
+    .venv/bin/python benchmarks/train_default.py --preset fast --out src/ser/pretrained/fast
 
-Writes ``src/ser/pretrained/default/`` (model, config, labels, metrics, card,
-checksums, and for encoder recipes the int8 encoder). The model card quotes the
-committed benchmark results ``benchmarks/results/accuracy_<name>_{si6,seed-split}.json``
-— the same recipe, evaluated on held-out clips.
+Writes ``--out`` (default ``src/ser/pretrained/default/``): model, config, labels,
+metrics, card, checksums, and for encoder recipes the encoder. The model card
+quotes the committed benchmark results
+``benchmarks/results/accuracy_<name>_{si6,seed-split}.json`` (``<name>``: ``--name``,
+else the preset) — the same recipe, evaluated on held-out clips.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def test_resolve_json_file(tmp_path):
 
 def test_resolve_garbage():
     """A string that is neither a preset nor a file is refused, listing the presets."""
-    presets = r"\(accurate, cnn, robust, seed_cnn, tiny\)"
+    presets = r"\(accurate, cnn, fast, robust, seed_cnn, tiny\)"
     with pytest.raises(ConfigError, match=r"config='fastest': neither a preset " + presets):
         resolve("fastest")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +37,37 @@ def read_info(path: str | os.PathLike):
     import soundfile as sf
 
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
+    _check_path(path)
     try:
         info = sf.info(str(path), verbose=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(f"{path}: not a readable audio file ({error_reason(exc)})") from None
+    _check_header(path, info.extra_info, info.frames, info.samplerate)
+    return info
+
+
+def _check_path(path: Path) -> None:
+    # One stat call: missing, a folder, or empty.
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if st.st_size == 0:
+        raise AudioError(f"{path}: empty file")
+
+
+def _check_header(path: Path, extra_info: str | None, frames: int, samplerate: int) -> None:
     # libsndfile quietly shortens a WAV whose data chunk runs past the end of the
     # file (an interrupted copy); its header log is the only place that says so.
-    cut = _TRUNCATED.search(info.extra_info or "")
+    cut = _TRUNCATED.search(extra_info or "")
     if cut and int(cut.group(2)) < int(cut.group(1)):
         raise AudioError(f"{path}: truncated file ({cut.group(2)} of {cut.group(1)} data bytes present)")
-    if info.frames <= 0 or info.samplerate <= 0:
+    if frames <= 0 or samplerate <= 0:
         raise AudioError(f"{path}: no audio frames")
-    return info
 
 
 def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
@@ -84,29 +98,62 @@ def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
         One line naming the file and the problem: missing, empty, not audio,
         truncated, too short, too long or silent.
     """
+    return decode(path, sr=sr, duration=duration, min_duration=min_duration, max_duration=max_duration)[0]
+
+
+def decode(path: str | os.PathLike, *, sr: int, duration: float | None = None, min_duration: float = 0.1,
+           max_duration: float | None = None) -> tuple[np.ndarray, float]:
+    """Decode an audio file as :func:`load` does, opening it once; also return its length.
+
+    Parameters
+    ----------
+    path, sr, duration, min_duration, max_duration
+        As for :func:`load`.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        float32 array of shape ``(n_samples,)`` at ``sr``.
+    file_duration : float
+        Seconds of audio in the whole file (not only the decoded part).
+
+    Raises
+    ------
+    AudioError
+        As :func:`load`.
+    """
     import soundfile as sf
 
     path = Path(path)
-    info = read_info(path)
-    file_duration = info.frames / info.samplerate
-    if max_duration is not None and file_duration > max_duration:
-        raise AudioError(f"{path}: {file_duration:.1f} s is longer than the {max_duration:g} s limit for one clip")
-    frames = -1 if duration is None else int(round(duration * info.samplerate))
+    _check_path(path)
     try:
-        y, file_sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001
-        raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
-    expected = info.frames if frames < 0 else min(frames, info.frames)
+        f = sf.SoundFile(str(path))
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise AudioError(f"{path}: not a readable audio file ({error_reason(exc)})") from None
+    with f:
+        n_frames, file_sr = f.frames, f.samplerate
+        _check_header(path, f.extra_info, n_frames, file_sr)
+        file_duration = n_frames / file_sr
+        if max_duration is not None and file_duration > max_duration:
+            raise AudioError(f"{path}: {file_duration:.1f} s is longer than the {max_duration:g} s limit for one "
+                             "clip")
+        frames = -1 if duration is None else int(round(duration * file_sr))
+        try:
+            y = f.read(frames, dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001
+            raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
+    expected = n_frames if frames < 0 else min(frames, n_frames)
     # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
     if y.shape[0] < expected * 0.99 - 1:
         raise AudioError(f"{path}: truncated file ({y.shape[0]} of {expected} frames decoded)")
-    if frames > 0 and info.frames > frames and _peak(y) < SILENCE_PEAK:
+    if frames > 0 and n_frames > frames and _peak(y) < SILENCE_PEAK:
         # The analysed start is silent; only a file that is silent throughout is an error.
         whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
         if _peak(whole) >= SILENCE_PEAK:
             log.warning("%s: the first %.1f s are silent", path, duration)
-            return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path), allow_silent=True)
-    return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path))
+            return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path),
+                           allow_silent=True), file_duration
+    return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path)), file_duration
 
 
 def _peak(y: np.ndarray) -> float:

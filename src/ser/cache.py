@@ -123,6 +123,14 @@ def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | 
                           max_duration=max_duration)
 
 
+def decode_clip(path: str | os.PathLike, config: Config, *,
+                max_duration: float | None = None) -> tuple[np.ndarray, float]:
+    """:func:`load_clip`, opening the file once, plus the whole file's length in seconds."""
+    a = config.audio
+    return audio_mod.decode(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
+                            max_duration=max_duration)
+
+
 def condition_audio(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
     """Silence trimming and level normalisation as configured (both off by default)."""
     if audio.trim_db:

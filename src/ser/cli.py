@@ -268,7 +268,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         groups = _adaptation_groups(args.inputs, paths)
     with tempfile.TemporaryDirectory() as tmp:
         readable = [_stdin_to_file(tmp) if str(p) == "-" else p for p in paths]
-        results = recognizer.predict_files(readable, batch_size=args.batch_size,
+        results = recognizer.predict_files(readable, batch_size=args.batch_size, jobs=args.jobs,
                                            progress=not args.quiet and len(paths) > 1, errors="return",
                                            speaker=speaker, groups=groups)
     classes = recognizer.classes
@@ -302,9 +302,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _load_recognizer(args: argparse.Namespace):
-    from ser.inference import DEFAULT_MODEL, ONNX_FILE, Recognizer
+    from ser.inference import ONNX_FILE, Recognizer, resolve_model
 
-    folder = Path(args.model) if args.model else DEFAULT_MODEL
+    folder = resolve_model(args.model)
     if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
         _import_tensorflow_quietly(args.verbose)
     return Recognizer.load(folder, runtime=args.runtime)
@@ -391,6 +391,16 @@ DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
 SPEAKERS_DIR_HELP = "folder of speaker profiles (default: $SER_SPEAKERS_DIR or ~/.local/share/ser/speakers)"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ser``."""
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition: train, evaluate, predict.")
@@ -419,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_download)
 
     run = argparse.ArgumentParser(add_help=False)
-    run.add_argument("--config", default="seed_cnn", help="preset name (seed_cnn, cnn, tiny) or JSON config file")
+    run.add_argument("--config", default="seed_cnn",
+                     help="preset name (seed_cnn, cnn, accurate, robust, fast, tiny) or JSON config file")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, e.g. train.epochs=20")
     run.add_argument("--cache", help="feature cache folder (default: $SER_CACHE_DIR or ~/.cache/ser/features)")
@@ -452,11 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
     p.add_argument("inputs", nargs="*", metavar="FILE|DIR|GLOB|-",
                    help="audio files, folders (searched recursively), glob patterns, or - for standard input")
-    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--model", help="model folder, or a bundled model's name: default (accurate) or fast "
+                   "(default: default)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per line")
     out.add_argument("--csv", action="store_true", help="CSV with a header row")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker threads decoding files (default: all cores; used from 17 files on)")
     p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"],
                    help="auto: ONNX Runtime when the model folder has model.onnx (fast start), else Keras")
     p.add_argument("--timeline", metavar="FILE",

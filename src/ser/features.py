@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ser.config import AudioConfig, FeatureConfig
@@ -11,29 +13,125 @@ def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 40, n_mels: int = 128, n_fft: 
          hop_length: int = 512) -> np.ndarray:
     """MFCC of a mono signal, librosa defaults otherwise.
 
+    The same computation as ``librosa.feature.mfcc`` (log-power mel spectrogram in
+    dB re 1 with an 80 dB floor, then an orthonormal DCT-II over the mel axis), in
+    plain numpy, so prediction needs no librosa import.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Mono signal, shape ``(n_samples,)``, or equally long signals, ``(n_clips, n_samples)``.
+
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(n_mfcc, n_frames)`` with ``n_frames = 1 + len(y) // hop_length``.
+        float32, shape ``(n_mfcc, n_frames)`` (or ``(n_clips, n_mfcc, n_frames)``) with
+        ``n_frames = 1 + n_samples // hop_length``.
     """
-    import librosa
+    if n_mfcc > n_mels:
+        raise ValueError(f"n_mfcc={n_mfcc}: expected at most n_mels={n_mels}")
+    db = _power_db(_mel_power(y, sr=sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length), peak_ref=False)
+    return np.matmul(db, _dct_matrix(n_mels, n_mfcc)).swapaxes(-1, -2).astype(np.float32)
 
-    return librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft,
-                                hop_length=hop_length).astype(np.float32)
+
+@functools.lru_cache(maxsize=8)
+def _dct_matrix(n: int, n_out: int) -> np.ndarray:
+    # Orthonormal DCT-II as a (n, n_out) matrix: x @ D == scipy.fft.dct(x, type=2, norm="ortho")[..., :n_out].
+    k = np.arange(n_out)[None, :]
+    m = np.arange(n)[:, None]
+    d = np.cos(np.pi * k * (2 * m + 1) / (2 * n)) * np.sqrt(2.0 / n)
+    d[:, 0] /= np.sqrt(2.0)
+    d = d.astype(np.float32)
+    d.flags.writeable = False
+    return d
 
 
 def logmel(y: np.ndarray, *, sr: int, n_mels: int = 128, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
     """Log-power mel spectrogram (dB relative to the clip's peak, floor -80 dB).
 
+    The same computation as ``librosa.power_to_db(librosa.feature.melspectrogram(...),
+    ref=np.max)`` (centred Hann frames, zero padding, Slaney mel filters), in plain
+    numpy, so prediction needs no librosa import (about 1 s of start-up).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Mono signal, shape ``(n_samples,)``, or a batch of equally long signals,
+        shape ``(n_clips, n_samples)``.
+
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(n_mels, n_frames)``.
+        float32, shape ``(n_mels, n_frames)`` (or ``(n_clips, n_mels, n_frames)``),
+        ``n_frames = 1 + n_samples // hop_length``.
     """
-    import librosa
+    db = _power_db(_mel_power(y, sr=sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length), peak_ref=True)
+    return np.swapaxes(db, -1, -2).astype(np.float32)
 
-    power = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
-    return librosa.power_to_db(power, ref=np.max).astype(np.float32)
+
+def _mel_power(y: np.ndarray, *, sr: int, n_mels: int, n_fft: int, hop_length: int) -> np.ndarray:
+    # Mel power spectrogram, frames first: (..., n_frames, n_mels), float32.
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y: expected shape (n_samples,) or (n_clips, n_samples), got {y.shape}")
+    pad = n_fft // 2
+    padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(pad, pad)])
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop_length, :]
+    spectrum = np.fft.rfft(frames * _hann(n_fft), axis=-1)  # (..., n_frames, 1 + n_fft // 2)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    return np.matmul(power.astype(np.float32, copy=False), _mel_filters_t(sr, n_fft, n_mels))
+
+
+def _power_db(mel: np.ndarray, *, peak_ref: bool) -> np.ndarray:
+    # librosa.power_to_db: dB re 1 (or re each clip's peak), amin 1e-10, floor 80 dB below the top.
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    if peak_ref:
+        db = db - 10.0 * np.log10(np.maximum(mel.max(axis=(-2, -1), keepdims=True), 1e-10))
+    return np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - 80.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters_t(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    return np.ascontiguousarray(mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels).T)
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(n_fft: int) -> np.ndarray:
+    # Periodic Hann window, as scipy.signal.get_window("hann", n_fft, fftbins=True).
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    # Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default).
+    f = np.asarray(f, dtype=np.float64)
+    logstep = np.log(6.4) / 27.0
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / logstep, f * 3.0 / 200.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    logstep = np.log(6.4) / 27.0
+    return np.where(m >= 15.0, 1000.0 * np.exp(logstep * (m - 15.0)), m * 200.0 / 3.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(*, sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-normalised mel filterbank from 0 Hz to ``sr / 2``, as ``librosa.filters.mel``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(n_mels, 1 + n_fft // 2)`` (read-only: cached).
+    """
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None].astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 def normalize_clip(x: np.ndarray, *, eps: float = 1e-8) -> np.ndarray:
