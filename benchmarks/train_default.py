@@ -59,10 +59,13 @@ def main() -> int:
         if path.exists():
             result = json.loads(path.read_text())
             evaluation[protocol] = {**result["pooled"], "source": f"benchmarks/results/{path.name}"}
-    for path in sorted((ROOT / "benchmarks" / "results").glob(f"adaptation_{name}_*.json")):
-        result = json.loads(path.read_text())
-        if result["protocol"] != "si6":  # the headline si6 comes from the accuracy benchmark
-            evaluation[result["protocol"]] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
+    # The adapted head's protocols (the headline si6 comes from the accuracy benchmark above).
+    for protocol in ("si6-prior", "si6-enrol", "si6-adapt-5", "si6-adapt-10", "si6-adapt-20", "si6-adapt-all",
+                     "channel-shift"):
+        path = ROOT / "benchmarks" / "results" / f"adaptation_{name}_{protocol}.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            evaluation[protocol] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
                 "source": f"benchmarks/results/{path.name}"}
     if args.card_only:
         from ser.inference import model_card, write_checksums

@@ -670,7 +670,12 @@ def model_card(config: Config, metadata: dict) -> str:
         lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in training.items()] + [""]
     evaluations = metadata.get("evaluation", {})
     if evaluations:
-        lines += ["## Evaluation (same recipe, held-out data)", "",
+        adapted = any(name.startswith("si6-") or name == "channel-shift" for name in evaluations)
+        lines += ["## Evaluation (same recipe, held-out data)", ""] + (
+            ["Rows other than si6 and seed-split are the speaker-adapted head under the adaptation protocols "
+             "(benchmarks/adaptation.py): the speaker's statistics from an enrolment (si6-enrol), k unlabelled "
+             "clips (si6-adapt-k), all of them (si6-adapt-all), none (si6-prior), or their clips through one "
+             "random channel (channel-shift).", ""] if adapted else []) + [
                   "| protocol | accuracy | UAR | macro-F1 | source |", "|---|---|---|---|---|"]
         for name, ev in evaluations.items():
             lines.append(f"| {name} | {ev['accuracy']:.3f} | {ev['uar']:.3f} | {ev['macro_f1']:.3f} | "

@@ -150,8 +150,9 @@ class SpeakerNorm:
         """Write as ``.npz`` (float32 arrays and a JSON header), atomically."""
         header = {"format": FORMAT, "kind": "speaker-norm", "prior_n": self.prior.n,
                   "prior_weight": self.prior_weight}
-        return _write_npz(path, header, prior_mean=self.prior.mean, prior_var=self.prior.var,
-                          enrol_shift=self.enrol_shift, enrol_scale=self.enrol_scale)
+        arrays = {"prior_mean": self.prior.mean, "prior_var": self.prior.var, "enrol_shift": self.enrol_shift,
+                  "enrol_scale": self.enrol_scale}
+        return _write_npz(path, header, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeakerNorm:
