@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config field, e.g. features.encoder_precision='\"int8\"'")
     parser.add_argument("--name", help="results name instead of the preset's (use with --set)")
+    parser.add_argument("--grid", help="JSON file {\"section.field\": [values]}: nested grid search, the settings "
+                        "of every fold chosen on speaker-grouped inner folds of its training actors")
+    parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
@@ -55,8 +58,9 @@ def main() -> int:
         config = config.override({"train.seed": args.seed})
         name += f"_seed{args.seed}"
     work = Path(args.work) / name
+    grid = json.loads(Path(args.grid).read_text()) if args.grid else None
     report = evaluate(clips, config, protocol=args.protocol, out_dir=work, cache=FeatureCache(default_cache_dir()),
-                      progress=False)
+                      grid=grid, inner_folds=args.inner_folds, progress=False)
     s = report["summary"]
     keys = ("accuracy", "uar", "macro_f1")
     result = {
@@ -85,6 +89,11 @@ def main() -> int:
         "classes": report["classes"],
         "config": report["config"],
     }
+    if grid:
+        result["grid"] = {"candidates": grid, "inner_folds": args.inner_folds,
+                          "chosen": [{"fold": f["fold"], **json.loads((work / f"fold_{f['fold']}" / "grid.json")
+                                                                     .read_text())["best_params"]}
+                                     for f in s["folds"]]}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -252,11 +252,28 @@ def test_adapted_folder_integrity(adapted_model, tmp_path):
 def test_models_without_adapted_head_refuse_speakers(corpus, cache_dir, tmp_path):
     from ser.inference import Recognizer
 
-    rec = Recognizer.load()  # the bundled default: inductive only unless trained with an adapted head
-    if rec.speaker_norm is not None:
-        pytest.skip("the bundled model has an adapted head")
+    rec = Recognizer.load("fast")  # a spectral model: no adapted head
+    assert rec.speaker_norm is None
     with pytest.raises(ModelError, match="no speaker-adapted head"):
         rec.enrol("x", sorted(corpus.rglob("*.wav"))[:2], folder=tmp_path)
+    with pytest.raises(ModelError, match="no speaker-adapted head"):
+        rec.predict_files(sorted(corpus.rglob("*.wav"))[:2], groups=["a", "b"])
+
+
+@needs_whisper
+def test_bundled_model_has_an_adapted_head(ravdess, tmp_path):
+    """The shipped model enrols a speaker from their calm clips and reads them relative to it."""
+    from ser.inference import Recognizer
+
+    rec = Recognizer.load()
+    assert rec.speaker_norm is not None and rec.speaker_norm.prior.mean.shape == (7, 1024)
+    actor = ravdess / "Actor_03"
+    calm = sorted(actor.glob("03-01-0[12]-*.flac"))[:5]
+    profile = rec.enrol("actor03", calm, folder=tmp_path)
+    assert (tmp_path / "actor03.npz").stat().st_size <= 64 * 1024
+    clip = actor / "03-01-05-02-01-01-03.flac"
+    p = rec.predict_file(clip, speaker=profile)
+    assert p.scores != rec.predict_file(clip).scores and abs(sum(p.scores.values()) - 1) < 1e-4
 
 
 @needs_whisper
@@ -320,7 +337,8 @@ def test_timeline_adapts_once_enough_speech_is_seen(adapted_model, corpus, tmp_p
                  str(adapted_model), "--out", str(tmp_path / "t")]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 8
     # Models without an adapted head refuse to adapt, with one clear line.
-    assert main(["predict", "--timeline", str(recording), "--adapt", "-q", "--out", str(tmp_path / "u")]) == 1
+    assert main(["predict", "--timeline", str(recording), "--adapt", "-q", "--out", str(tmp_path / "u"),
+                 "--model", "fast"]) == 1
     assert "no speaker-adapted head" in capsys.readouterr().err
 
 

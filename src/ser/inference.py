@@ -132,8 +132,9 @@ class Recognizer:
         The config the model was trained with.
     metadata : dict, optional
         Metrics and other facts shown in the model card.
-    adapted : keras.Model or OnnxRunner, optional
-        The speaker-adapted head (inputs standardised per speaker).
+    adapted : keras.Model, OnnxRunner or path, optional
+        The speaker-adapted head (inputs standardised per speaker); a path to its
+        ``.onnx`` or ``.keras`` file is loaded on first use.
     speaker_norm : ser.speakers.SpeakerNorm, optional
         Its training speakers' prior and enrolment correction.
     """
@@ -146,7 +147,9 @@ class Recognizer:
         self.path = path
         self.encoder = encoder  # a bundled speech encoder (whisper features), else the shared one
         self.runner = runner  # ONNX Runtime session: predictions without importing TensorFlow
-        self.adapted = adapted
+        self._adapted = adapted
+        # A head given as a path is the folder's own: saving copies its files unchanged.
+        self._adapted_from_folder = isinstance(adapted, Path)
         self.speaker_norm = speaker_norm
         if (adapted is None) != (speaker_norm is None):
             raise ValueError("adapted and speaker_norm go together")
@@ -155,6 +158,23 @@ class Recognizer:
     def classes(self) -> tuple[str, ...]:
         """Output classes in order."""
         return self.config.classes
+
+    @property
+    def adapted(self):
+        """The speaker-adapted head, or None (loaded from the folder on first use: no cost for plain predictions)."""
+        if isinstance(self._adapted, Path):
+            if self._adapted.suffix == ".onnx":
+                from ser.export import OnnxRunner
+
+                self._adapted = OnnxRunner(self._adapted)
+            else:
+                self._adapted = _load_keras(self._adapted)
+        return self._adapted
+
+    @adapted.setter
+    def adapted(self, head) -> None:
+        self._adapted = head
+        self._adapted_from_folder = False
 
     @property
     def model(self):
@@ -219,12 +239,9 @@ class Recognizer:
             from ser.speakers import SpeakerNorm
 
             speaker_norm = SpeakerNorm.load(folder / SPEAKER_NORM)
-            if runner is not None and (folder / ADAPTED_ONNX).exists():
-                from ser.export import OnnxRunner
-
-                adapted = OnnxRunner(folder / ADAPTED_ONNX)
-            else:
-                adapted = _load_keras(folder / ADAPTED_KERAS)
+            # Loaded on first use (see the adapted property); the checksums are already verified.
+            use_onnx = runner is not None and (folder / ADAPTED_ONNX).exists()
+            adapted = folder / (ADAPTED_ONNX if use_onnx else ADAPTED_KERAS)
         return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner, adapted=adapted,
                    speaker_norm=speaker_norm)
 
@@ -246,8 +263,8 @@ class Recognizer:
             else:
                 _uncompiled_copy(self.model).save(tmp / "model.keras")
                 export_onnx(self.model, tmp / ONNX_FILE)
-            if self.adapted is not None:
-                if self.path is not None and (self.path / ADAPTED_KERAS).exists():
+            if self._adapted is not None:
+                if self._adapted_from_folder:
                     for name in (ADAPTED_KERAS, ADAPTED_ONNX):
                         shutil.copyfile(self.path / name, tmp / name)
                 else:
@@ -657,6 +674,12 @@ def _model_line(config: Config) -> str:
     return f"- model: cnn2d, filters {list(m.filters)}, dense {m.dense_units}{ensemble}"
 
 
+ADAPTATION_NOTE = ("Rows other than si6 and seed-split are the speaker-adapted head under the adaptation protocols "
+                   "(benchmarks/adaptation.py): the speaker's statistics from an enrolment (si6-enrol), k unlabelled "
+                   "clips (si6-adapt-k), all of them (si6-adapt-all), none (si6-prior), or their clips through one "
+                   "random channel (channel-shift).")
+
+
 def model_card(config: Config, metadata: dict) -> str:
     """A short Markdown model card from the config and recorded metrics."""
     lines = [f"# ser model `{config.name}`", "",
@@ -670,13 +693,10 @@ def model_card(config: Config, metadata: dict) -> str:
         lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in training.items()] + [""]
     evaluations = metadata.get("evaluation", {})
     if evaluations:
-        adapted = any(name.startswith("si6-") or name == "channel-shift" for name in evaluations)
-        lines += ["## Evaluation (same recipe, held-out data)", ""] + (
-            ["Rows other than si6 and seed-split are the speaker-adapted head under the adaptation protocols "
-             "(benchmarks/adaptation.py): the speaker's statistics from an enrolment (si6-enrol), k unlabelled "
-             "clips (si6-adapt-k), all of them (si6-adapt-all), none (si6-prior), or their clips through one "
-             "random channel (channel-shift).", ""] if adapted else []) + [
-                  "| protocol | accuracy | UAR | macro-F1 | source |", "|---|---|---|---|---|"]
+        lines += ["## Evaluation (same recipe, held-out data)", ""]
+        if any(name.startswith("si6-") or name == "channel-shift" for name in evaluations):
+            lines += [ADAPTATION_NOTE, ""]
+        lines += ["| protocol | accuracy | UAR | macro-F1 | source |", "|---|---|---|---|---|"]
         for name, ev in evaluations.items():
             lines.append(f"| {name} | {ev['accuracy']:.3f} | {ev['uar']:.3f} | {ev['macro_f1']:.3f} | "
                          f"{ev.get('source', '')} |")
