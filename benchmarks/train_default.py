@@ -50,7 +50,7 @@ def main() -> int:
     from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final, fit_final_adapted
+    from ser.training import describe_device, fit_final
 
     name = args.name or args.preset
     evaluation = {}
@@ -88,7 +88,7 @@ def main() -> int:
     if args.add_adapted_head:
         rec = Recognizer.load(args.out)
         config = rec.config.override({"speakers.adapted_head": True})
-        rec.adapted, _, rec.speaker_norm = fit_final_adapted(clips, config, cache=FeatureCache(default_cache_dir()))
+        rec.adapted, _, rec.speaker_norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
         rec.config = config
         rec.metadata["evaluation"] = evaluation
         rec.metadata["training"]["adapted_head"] = (f"{time.perf_counter() - start:.0f} s; python "
@@ -99,7 +99,7 @@ def main() -> int:
     model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
     adapted = norm = None
     if config.speakers.adapted_head:
-        adapted, _, norm = fit_final_adapted(clips, config, cache=FeatureCache(default_cache_dir()))
+        adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
     train_s = time.perf_counter() - start
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),

@@ -170,13 +170,13 @@ def adapted_model(corpus, cache_dir, tmp_path_factory):
     from ser.cache import FeatureCache
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import fit_final, fit_final_adapted
+    from ser.training import fit_final
 
     clips = load_dataset(corpus)
     config = preset("accurate").override({"train.epochs": 4, "augment.copies": 1, "train.validation_speakers": 1,
                                           "speakers.adapted_head": True})
     model, history = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1)
-    adapted, _, norm = fit_final_adapted(clips, config, cache=FeatureCache(cache_dir), jobs=1)
+    adapted, _, norm = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1, adapted=True)
     folder = tmp_path_factory.mktemp("adapted") / "model"
     Recognizer(model, config, adapted=adapted, speaker_norm=norm).save(folder, history=history)
     return folder
@@ -357,3 +357,16 @@ def test_random_channel_is_fixed_per_seed():
     assert not np.allclose(a, c, atol=1e-3) and not np.allclose(a, y, atol=1e-3)
     with pytest.raises(ValueError, match="channelx"):
         apply_condition(y, "channelx", sr=16000, rng=np.random.default_rng(0))
+
+
+@needs_whisper
+def test_cli_train_with_adapted_head(corpus, cache_dir, tmp_path, capsys):
+    """`ser train --set speakers.adapted_head=true` writes both heads; the card says so."""
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(corpus), "--config", "accurate", "--out", str(out), "--cache", str(cache_dir),
+                 "--set", "train.epochs=2", "--set", "augment.copies=0", "--set", "train.validation_speakers=0",
+                 "--set", "train.early_stopping_patience=0", "--set", "train.restore_best=false",
+                 "--set", "speakers.adapted_head=true", "-q", "--jobs", "1"]) == 0
+    for name in ("adapted.keras", "adapted.onnx", "speakers.npz"):
+        assert (out / name).is_file()
+    assert "speaker-adapted head" in (out / "README.md").read_text()

@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ser.dataset import load_datasets
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final, fit_final_adapted
+    from ser.training import describe_device, fit_final
 
     config = _config(args)
     clips = load_datasets(args.data)
@@ -126,8 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
     adapted = norm = None
     if config.speakers.adapted_head:
-        adapted, _, norm = fit_final_adapted(clips, config, cache=_cache(args), jobs=args.jobs,
-                                             progress=not args.quiet)
+        adapted, _, norm = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, adapted=True,
+                                     progress=not args.quiet)
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
                              "train_s": round(time.perf_counter() - start, 1)}}

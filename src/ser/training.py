@@ -462,31 +462,20 @@ def write_grid_table(table: dict, out_dir: str | os.PathLike) -> None:
 
 
 def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
-              jobs: int | None = None, progress: bool = False):
+              jobs: int | None = None, progress: bool = False, adapted: bool = False):
     """Train one model on all ``clips`` (validation speakers, if configured, drawn from them).
+
+    With ``adapted=True``, train the speaker-adapted head instead (see :func:`fit_adapted`).
 
     Returns
     -------
     model : keras.Model
     history : dict
         See :func:`fit`.
-    """
-    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
-    y = encode([c.label for c in clips], config.classes)
-    return fit(config, x, y, speakers_of(clips), np.arange(len(clips)), augmented=augmented, progress=progress)
-
-
-def fit_final_adapted(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
-                      jobs: int | None = None, progress: bool = False):
-    """Train the speaker-adapted head on all ``clips`` (see :func:`fit_adapted`).
-
-    Returns
-    -------
-    model : keras.Model
-    history : dict
     norm : ser.speakers.SpeakerNorm
+        Only with ``adapted=True``.
     """
     x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
     y = encode([c.label for c in clips], config.classes)
-    return fit_adapted(config, x, y, speakers_of(clips), np.arange(len(clips)), augmented=augmented,
-                       progress=progress)
+    return (fit_adapted if adapted else fit)(config, x, y, speakers_of(clips), np.arange(len(clips)),
+                                             augmented=augmented, progress=progress)
