@@ -73,7 +73,8 @@ def main() -> int:
               "note": "measured on the test folds: an ablation, not a model choice"}
     stem = Path(args.results) / f"fusion_{args.a}+{args.b}_si6"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    lines = [f"# Late fusion on si6: `{args.a}` + w × `{args.b}`", "", f"`{result['command']}` — {result['date']}", "",
+    lines = [f"# Late fusion on si6: `{args.a}` + w × `{args.b}`", "",
+             f"`{result['command']}` — {result['date']}", "",
              "| w | UAR | macro-F1 | accuracy |", "|---|---|---|---|"]
     lines += [f"| {r['weight_b']:g} | {r['uar']:.3f} | {r['macro_f1']:.3f} | {r['accuracy']:.3f} |" for r in rows]
     atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -88,7 +88,8 @@ def main() -> int:
     if args.add_adapted_head:
         rec = Recognizer.load(args.out)
         config = rec.config.override({"speakers.adapted_head": True})
-        rec.adapted, _, rec.speaker_norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
+        rec.adapted, _, rec.speaker_norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()),
+                                                     adapted=True)
         rec.config = config
         rec.metadata["evaluation"] = evaluation
         rec.metadata["training"]["adapted_head"] = (f"{time.perf_counter() - start:.0f} s; python "

@@ -239,7 +239,8 @@ def _adaptation_groups(items: list[str], paths: list[Path]) -> list[str]:
     speakers: dict[Path, str] = {}
     for item in items:
         if item.lower().endswith(".csv") and Path(item).is_file():
-            speakers.update({c.path: c.speaker for c in read_manifest(item, labels=False, check_files=False) if c.speaker})
+            clips = read_manifest(item, labels=False, check_files=False)
+            speakers.update({c.path: c.speaker for c in clips if c.speaker})
     return [speakers.get(p.resolve(), str(p.resolve().parent)) if str(p) != "-" else "-" for p in paths]
 
 
@@ -463,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
     p.add_argument("inputs", nargs="*", metavar="FILE|DIR|GLOB|-",
                    help="audio files, folders (searched recursively), glob patterns, or - for standard input")
-    p.add_argument("--model", help="model folder, or a bundled model's name: default (accurate) or fast "
+    p.add_argument("--model", help="model folder, or a bundled model's name: default (the encoder model) or fast "
                    "(default: default)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per line")

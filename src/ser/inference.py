@@ -333,7 +333,8 @@ class Recognizer:
 
         return fingerprint(self.config)
 
-    def _require_adaptation(self) -> None:
+    def require_adapted_head(self) -> None:
+        """Raise :class:`ModelError` (one line) if this model has no speaker-adapted head."""
         if self.speaker_norm is None:
             where = self.path or "this model"
             raise ModelError(f"{where}: has no speaker-adapted head (train it with speakers.adapted_head=true)")
@@ -361,7 +362,7 @@ class Recognizer:
         from ser.speakers import SpeakerProfile, SpeakerStats, check_name
 
         check_name(speaker)
-        self._require_adaptation()
+        self.require_adapted_head()
         if len(clips) == 0:
             raise AudioError(f"speaker {speaker!r}: no enrolment clips given")
         feats = [self.features(*clip) if isinstance(clip, tuple) else self._load(clip)[0] for clip in clips]
@@ -376,7 +377,7 @@ class Recognizer:
         """The enrolment profile ``speaker`` (a name, or a profile passed through), checked against this model."""
         from ser.speakers import ProfileError, SpeakerProfile, profile_path
 
-        self._require_adaptation()
+        self.require_adapted_head()
         if isinstance(speaker, SpeakerProfile):
             if speaker.features != self.features_id:
                 raise ProfileError(f"speaker {speaker.name!r}: profile made for another model's features")
@@ -393,7 +394,7 @@ class Recognizer:
         if speaker is None:
             return None
         if isinstance(speaker, SpeakerStats):
-            self._require_adaptation()
+            self.require_adapted_head()
             return speaker, "adapt"
         profile = self.profile(speaker)
         return profile.stats, profile.kind
@@ -490,7 +491,7 @@ class Recognizer:
             raise ValueError("give speaker or groups, not both")
         known = self._speaker(speaker)
         if groups is not None:
-            self._require_adaptation()
+            self.require_adapted_head()
             if len(groups) != len(paths):
                 raise ValueError(f"groups: {len(groups)} given for {len(paths)} paths")
         results: list[Prediction | SERError | None] = [None] * len(paths)

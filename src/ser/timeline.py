@@ -492,7 +492,7 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     skipped = 0
     running = _RunningStats() if adapt else None
     if adapt:
-        recognizer._require_adaptation()
+        recognizer.require_adapted_head()
 
     def recognise(spans: list[tuple[int, int]]) -> None:
         nonlocal skipped
