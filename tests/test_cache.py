@@ -162,3 +162,19 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "here"
     monkeypatch.delenv("SER_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "ser" / "features"
+
+
+@pytest.mark.parametrize("name", ["fast", "tiny", "seed_cnn"])
+def test_featurize_many_equals_one_by_one(name):
+    """Spectral features of a batch (prediction's fast path) equal those of each clip alone."""
+    from ser.cache import featurize, featurize_many
+
+    config = preset(name)
+    rng = np.random.default_rng(0)
+    sr = config.audio.sample_rate
+    # Different lengths (cut or padded to the model's duration) and levels.
+    ys = [(rng.standard_normal(int(sr * s)) * g).astype(np.float32)
+          for s, g in ((0.5, 0.1), (2.0, 1.0), (4.0, 0.01))]
+    batch = featurize_many(ys, config)
+    for y, x in zip(ys, batch):
+        np.testing.assert_allclose(x, featurize(y, config), rtol=1e-5, atol=1e-5)

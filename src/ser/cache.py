@@ -166,6 +166,16 @@ def featurize(y: np.ndarray, config: Config, *, encoder=None) -> np.ndarray:
     return extract(y, sr=a.sample_rate, config=config.features)
 
 
+def featurize_many(ys: Sequence[np.ndarray], config: Config, *, encoder=None) -> list[np.ndarray]:
+    """:func:`featurize` of several clips; spectral features are computed as one batch (same values)."""
+    if config.features.kind == "whisper" or len(ys) < 2:
+        return [featurize(y, config, encoder=encoder) for y in ys]
+    a = config.audio
+    size = int(round(a.duration * a.sample_rate))
+    batch = np.stack([audio_mod.fix_length(condition_audio(y, a), size=size) for y in ys])
+    return list(extract(batch, sr=a.sample_rate, config=config.features))
+
+
 def _clip_task(args: tuple[str, dict, int, str | None, str | None]) -> list[np.ndarray]:
     """Worker: clean features plus ``copies`` augmented ones for one file (under ``condition``, if given)."""
     path, config_dict, copies, cache_root, condition = args

@@ -135,8 +135,13 @@ def mel_filters(*, sr: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def normalize_clip(x: np.ndarray, *, eps: float = 1e-8) -> np.ndarray:
-    """Z-normalise a whole feature matrix by its own mean and standard deviation."""
-    return ((x - x.mean()) / (x.std() + eps)).astype(np.float32)
+    """Z-normalise a whole feature matrix by its own mean and standard deviation.
+
+    ``x`` is one matrix ``(n_features, n_frames)`` or a batch ``(n_clips, n_features, n_frames)``;
+    each clip is normalised by its own statistics.
+    """
+    axes = (-2, -1)
+    return ((x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + eps)).astype(np.float32)
 
 
 def stats_pool(hidden: np.ndarray) -> np.ndarray:
@@ -173,12 +178,13 @@ def feature_shape(audio: AudioConfig, features: FeatureConfig) -> tuple[int, int
 
 
 def extract(y: np.ndarray, *, sr: int, config: FeatureConfig) -> np.ndarray:
-    """Features of one fixed-length clip as configured.
+    """Features of one fixed-length clip (or a batch of them) as configured.
 
     Parameters
     ----------
     y : numpy.ndarray
-        float32 mono signal, shape ``(n_samples,)``, already cut/padded.
+        float32 mono signal, shape ``(n_samples,)``, already cut/padded; or a batch
+        ``(n_clips, n_samples)`` (features ``(n_clips, n_features, n_frames)``).
     sr : int
         Its sample rate.
     config : FeatureConfig
