@@ -119,6 +119,13 @@ def test_profile_round_trip_is_small(tmp_path):
         remove_profile("alice", tmp_path)
 
 
+def test_profile_folder_that_is_a_file(tmp_path):
+    """Writing into a 'folder' that is a file is one clear error, not a traceback."""
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ProfileError, match="cannot write the profile"):
+        _profile().save(tmp_path / "taken")
+
+
 @pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "-x", "x" * 65, "é"])
 def test_bad_speaker_names(name):
     with pytest.raises(ProfileError, match="speaker"):

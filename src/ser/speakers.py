@@ -223,8 +223,12 @@ class SpeakerProfile:
         header = {"format": FORMAT, "kind": "speaker-profile", "name": self.name, "features": self.features,
                   "created": self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "clips": self.stats.n, "profile_kind": self.kind}
-        return _write_npz(Path(folder) / f"{self.name}.npz", header,
-                          mean=self.stats.mean.astype(np.float32), std=np.sqrt(self.stats.var).astype(np.float16))
+        path = Path(folder) / f"{self.name}.npz"
+        try:
+            return _write_npz(path, header, mean=self.stats.mean.astype(np.float32),
+                              std=np.sqrt(self.stats.var).astype(np.float16))
+        except OSError as exc:
+            raise ProfileError(f"{path}: cannot write the profile ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, features: str | None = None) -> SpeakerProfile:
