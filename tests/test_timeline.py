@@ -9,6 +9,7 @@ import csv
 import json
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,3 +262,13 @@ def test_twenty_minutes_in_bounded_memory(tmp_path):
     # Loading the file whole would take 77 MB as float32 (154 MB as float64).
     assert peak < 50e6, f"peak traced memory {peak / 1e6:.1f} MB"
     assert wall < 20, f"{wall:.1f} s for {minutes} min of audio"
+
+
+def test_readme_timeline_example_with_the_bundled_model():
+    """The README's timeline example, for real: four clips in a row give four segments, right emotions."""
+    from ser.inference import Recognizer
+
+    recording = Path(__file__).resolve().parents[1] / "docs" / "timeline" / "conversation.flac"
+    segments = timeline(recording, Recognizer.load())
+    assert [s.label for s in segments] == ["angry", "sad", "happy", "fearful"]
+    assert [round(s.start, 2) for s in segments] == [2.04, 8.11, 13.3, 18.07]
