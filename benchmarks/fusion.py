@@ -6,6 +6,9 @@ Usage (from the repository root, after both accuracy runs)::
     .venv/bin/python benchmarks/accuracy.py --preset robust --protocol si6 --set train.ensemble=5 \\
         --name robust-ensemble5
     .venv/bin/python benchmarks/fusion.py --a robust-ensemble5 --b fast
+    .venv/bin/python benchmarks/ablation.py      # row 7: `accurate`, ensemble of 5
+    .venv/bin/python benchmarks/fusion.py --a robust-ensemble5 --b runs/bench/ablation/row7 \
+        --name robust-ensemble5+accurate-ensemble5
 
 Reads each fold's test probabilities from ``runs/bench/accuracy_<name>_si6/fold_N/result.json``
 (both models trained on the same training actors only) and scores
@@ -30,10 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_run(work: Path, name: str) -> dict[str, tuple[int, np.ndarray]]:
-    """``{path: (true class, probabilities)}`` over every fold of a finished si6 run."""
-    folds = sorted((work / f"accuracy_{name}_si6").glob("fold_*/result.json"))
+    """``{path: (true class, probabilities)}`` over every fold of a finished si6 run.
+
+    ``name`` is a results name (``runs/bench/accuracy_<name>_si6``) or a run folder.
+    """
+    run = Path(name) if Path(name).is_dir() else work / f"accuracy_{name}_si6"
+    folds = sorted(run.glob("fold_*/result.json"))
     if len(folds) != 6:
-        raise SystemExit(f"{work / f'accuracy_{name}_si6'}: expected 6 finished folds, found {len(folds)}; "
+        raise SystemExit(f"{run}: expected 6 finished folds, found {len(folds)}; "
                          f"run benchmarks/accuracy.py for {name} first")
     out = {}
     for path in folds:
@@ -45,8 +52,10 @@ def load_run(work: Path, name: str) -> dict[str, tuple[int, np.ndarray]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", required=True, help="results name of the first run (e.g. robust-ensemble5)")
-    parser.add_argument("--b", required=True, help="results name of the second run (e.g. fast)")
+    parser.add_argument("--a", required=True, help="results name of the first run (e.g. robust-ensemble5) or a "
+                        "run folder")
+    parser.add_argument("--b", required=True, help="results name of the second run (e.g. fast) or a run folder")
+    parser.add_argument("--name", help="results name (default: <a>+<b>)")
     parser.add_argument("--weights", default="0,0.1,0.2,0.3,0.5,1", help="weights w of the second run")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -71,7 +80,7 @@ def main() -> int:
               "command": "python benchmarks/fusion.py " + shlex.join(sys.argv[1:]), "date": date.today().isoformat(),
               "machine": {"cpus": os.cpu_count(), "gpu": None},
               "note": "measured on the test folds: an ablation, not a model choice"}
-    stem = Path(args.results) / f"fusion_{args.a}+{args.b}_si6"
+    stem = Path(args.results) / f"fusion_{args.name or args.a + '+' + args.b}_si6"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     lines = [f"# Late fusion on si6: `{args.a}` + w × `{args.b}`", "",
              f"`{result['command']}` — {result['date']}", "",
