@@ -12,7 +12,6 @@ run resumes at the first unfinished fold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,37 +21,27 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import recipe_config, recipe_parser
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="seed_cnn")
+    parser = recipe_parser(__doc__, preset="seed_cnn")
     parser.add_argument("--protocol", default="si6", choices=["seed-split", "si6"])
     parser.add_argument("--seed", type=int, default=None,
                         help="override train.seed (the protocol's seed-split itself stays random_state=42)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override a config field, e.g. features.encoder_precision='\"int8\"'")
-    parser.add_argument("--name", help="results name instead of the preset's (use with --set)")
     parser.add_argument("--grid", help="JSON file {\"section.field\": [values]}: nested grid search, the settings "
                         "of every fold chosen on speaker-grouped inner folds of its training actors")
     parser.add_argument("--inner-folds", type=int, default=3)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from ser.cache import FeatureCache, default_cache_dir
-    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.evaluation import evaluate
 
     start = time.perf_counter()
     clips = load_dataset(args.data)
-    config = preset(args.preset)
-    if args.set:
-        config = config.override(parse_overrides(args.set))
+    config = recipe_config(args)
     name = f"accuracy_{args.name or args.preset}_{args.protocol}"
     if args.seed is not None:
         config = config.override({"train.seed": args.seed})

@@ -28,7 +28,6 @@ and reused on a rerun.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -39,8 +38,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from recipe import recipe_config, recipe_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("adaptation")
 KS = (5, 10, 20)
 DRAWS = 5
@@ -104,18 +103,10 @@ def fold_predictions(config, x, x_channel, aug, y, speakers, fold, enrol) -> dic
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="accurate")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
-    parser.add_argument("--name", help="results name (default: the preset)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
-    args = parser.parse_args()
+    args = recipe_parser(__doc__, preset="accurate").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from ser.cache import FeatureCache, compute_features, default_cache_dir
-    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.labels import encode
     from ser.training import enrol_mask, prepare_features, si6_folds, speakers_of
@@ -123,9 +114,7 @@ def main() -> int:
 
     start = time.perf_counter()
     name = args.name or args.preset
-    config = preset(args.preset)
-    if args.set:
-        config = config.override(parse_overrides(args.set))
+    config = recipe_config(args)
     cache = FeatureCache(default_cache_dir())
     clips = load_dataset(args.data)
     x, aug = prepare_features(clips, config, cache=cache, progress=True)

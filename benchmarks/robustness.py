@@ -16,7 +16,6 @@ Writes ``benchmarks/results/robustness_<name>.json`` (name: ``--name`` or the pr
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,35 +26,24 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import recipe_config, recipe_parser
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="accurate")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
-    parser.add_argument("--name", help="results name instead of the preset's (use with --set)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
-    args = parser.parse_args()
+    args = recipe_parser(__doc__, preset="accurate").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from sklearn.metrics import balanced_accuracy_score
 
     from ser.augment import CONDITIONS
     from ser.cache import FeatureCache, compute_features, default_cache_dir
-    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.labels import encode
     from ser.training import fit, predict_proba, prepare_features, si6_folds, speakers_of
 
     start = time.perf_counter()
     clips = load_dataset(args.data)
-    config = preset(args.preset)
-    if args.set:
-        config = config.override(parse_overrides(args.set))
+    config = recipe_config(args)
     name = args.name or args.preset
     cache = FeatureCache(default_cache_dir())
     work = Path(args.work) / f"robustness_{name}"

@@ -14,7 +14,6 @@ else the preset) — the same recipe, evaluated on held-out clips.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import ROOT, recipe_config, recipe_parser
+
 WHISPER_LICENSE = ("Speech encoder: OpenAI Whisper base (MIT license, Copyright (c) 2022 OpenAI), frozen; this "
                    "folder carries its encoder weights (encoder.npz: {}). ")
 LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391; Zenodo 1188976), "
@@ -33,11 +33,7 @@ LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="robust")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config field")
-    parser.add_argument("--name", help="benchmark results name of this recipe (default: the preset)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
+    parser = recipe_parser(__doc__, preset="robust", work=False)
     parser.add_argument("--out", default=str(ROOT / "src" / "ser" / "pretrained" / "default"))
     parser.add_argument("--card-only", action="store_true",
                         help="keep the trained weights; refresh the quoted evaluation results, card and checksums")
@@ -47,7 +43,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from ser.cache import FeatureCache, default_cache_dir
-    from ser.config import parse_overrides, preset
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
     from ser.training import describe_device, fit_final
@@ -55,14 +50,14 @@ def main() -> int:
     name = args.name or args.preset
     evaluation = {}
     for protocol in ("si6", "seed-split"):
-        path = ROOT / "benchmarks" / "results" / f"accuracy_{name}_{protocol}.json"
+        path = Path(args.results) / f"accuracy_{name}_{protocol}.json"
         if path.exists():
             result = json.loads(path.read_text())
             evaluation[protocol] = {**result["pooled"], "source": f"benchmarks/results/{path.name}"}
     # The adapted head's protocols (the headline si6 comes from the accuracy benchmark above).
     for protocol in ("si6-prior", "si6-enrol", "si6-adapt-5", "si6-adapt-10", "si6-adapt-20", "si6-adapt-all",
                      "channel-shift"):
-        path = ROOT / "benchmarks" / "results" / f"adaptation_{name}_{protocol}.json"
+        path = Path(args.results) / f"adaptation_{name}_{protocol}.json"
         if path.exists():
             result = json.loads(path.read_text())
             evaluation[protocol] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
@@ -80,9 +75,7 @@ def main() -> int:
         print(f"{out}: card refreshed")
         return 0
 
-    config = preset(args.preset)
-    if args.set:
-        config = config.override(parse_overrides(args.set))
+    config = recipe_config(args)
     clips = load_dataset(args.data)
     start = time.perf_counter()
     if args.add_adapted_head:
