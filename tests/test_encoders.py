@@ -244,3 +244,8 @@ def test_mel_filters_equal_librosa():
 
     expected = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80).astype(np.float32)
     np.testing.assert_array_equal(_mel_filters(), expected)
+    # The one implementation also serves the spectral features (here the `fast` preset's bank).
+    from ser.features import mel_filters
+
+    np.testing.assert_array_equal(mel_filters(sr=16000, n_fft=512, n_mels=32),
+                                  librosa.filters.mel(sr=16000, n_fft=512, n_mels=32))

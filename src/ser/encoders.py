@@ -217,43 +217,16 @@ def _decode_tensor(raw: bytes, shape: tuple[int, ...], dtype_id: int) -> np.ndar
 # --------------------------------------------------------------------------- features
 
 
-@functools.lru_cache(maxsize=1)
 def _mel_filters() -> np.ndarray:
     """Whisper's 80 x 201 mel filter bank (read-only, built once).
 
     Whisper's ``mel_filters.npz`` was made with ``librosa.filters.mel(sr=16000, n_fft=400,
-    n_mels=80)`` (Slaney mel scale, area normalisation). The same arithmetic is done here in
-    numpy, step for step, because importing ``librosa.filters`` costs seconds of start-up
-    (it pulls in ``scipy.signal``); a test checks the result equals librosa's exactly.
+    n_mels=80)`` (Slaney mel scale, area normalisation); :func:`ser.features.mel_filters` does
+    the same arithmetic in numpy (a test checks the result equals librosa's exactly).
     """
+    from ser.features import mel_filters
 
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        # Slaney: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
-        f = np.asanyarray(f, dtype=np.float64)
-        mels = f / (200.0 / 3)
-        log_region = f >= 1000.0
-        mels[log_region] = 15.0 + np.log(f[log_region] / 1000.0) / (np.log(6.4) / 27.0)
-        return mels
-
-    def mel_to_hz(mels: np.ndarray) -> np.ndarray:
-        freqs = (200.0 / 3) * mels
-        log_region = mels >= 15.0
-        freqs[log_region] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels[log_region] - 15.0))
-        return freqs
-
-    fft_freqs = np.fft.rfftfreq(n=WHISPER_N_FFT, d=1.0 / WHISPER_SR)
-    mel_f = mel_to_hz(np.linspace(hz_to_mel(np.array([0.0]))[0], hz_to_mel(np.array([WHISPER_SR / 2]))[0],
-                                  WHISPER_N_MELS + 2))
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fft_freqs)
-    weights = np.zeros((WHISPER_N_MELS, fft_freqs.size), dtype=np.float32)
-    for i in range(WHISPER_N_MELS):
-        lower = -ramps[i] / fdiff[i]
-        upper = ramps[i + 2] / fdiff[i + 1]
-        weights[i] = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2: WHISPER_N_MELS + 2] - mel_f[:WHISPER_N_MELS]))[:, np.newaxis]
-    weights.setflags(write=False)
-    return weights
+    return mel_filters(sr=WHISPER_SR, n_fft=WHISPER_N_FFT, n_mels=WHISPER_N_MELS)
 
 
 @functools.lru_cache(maxsize=1)

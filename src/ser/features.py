@@ -129,7 +129,8 @@ def mel_filters(*, sr: int, n_fft: int, n_mels: int) -> np.ndarray:
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
-    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None].astype(np.float32)
+    # Area normalisation in float64 before rounding, as librosa does: the filters equal its own exactly.
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
     weights.flags.writeable = False
     return weights
 
