@@ -176,5 +176,6 @@ def test_featurize_many_equals_one_by_one(name):
     ys = [(rng.standard_normal(int(sr * s)) * g).astype(np.float32)
           for s, g in ((0.5, 0.1), (2.0, 1.0), (4.0, 0.01))]
     batch = featurize_many(ys, config)
+    assert featurize_many([], config) == []
     for y, x in zip(ys, batch):
         np.testing.assert_allclose(x, featurize(y, config), rtol=1e-5, atol=1e-5)

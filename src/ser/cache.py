@@ -118,14 +118,12 @@ class FeatureCache:
 
 def load_clip(path: str | os.PathLike, config: Config, *, max_duration: float | None = None) -> np.ndarray:
     """Decode the part of a file the model analyses: at most ``audio.duration`` seconds at its rate."""
-    a = config.audio
-    return audio_mod.load(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
-                          max_duration=max_duration)
+    return decode_clip(path, config, max_duration=max_duration)[0]
 
 
 def decode_clip(path: str | os.PathLike, config: Config, *,
                 max_duration: float | None = None) -> tuple[np.ndarray, float]:
-    """:func:`load_clip`, opening the file once, plus the whole file's length in seconds."""
+    """:func:`load_clip`, plus the whole file's length in seconds."""
     a = config.audio
     return audio_mod.decode(path, sr=a.sample_rate, duration=a.duration, min_duration=a.min_duration,
                             max_duration=max_duration)
@@ -143,36 +141,36 @@ def condition_audio(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
 
 
 def featurize(y: np.ndarray, config: Config, *, encoder=None) -> np.ndarray:
-    """Features of one decoded clip, as the model expects them.
-
-    Spectral kinds cut or zero-pad the clip to exactly ``audio.duration``; the
-    whisper kind runs the encoder (``encoder``, default: :func:`whisper_encoder`)
-    on the clip's own length. The one place that maps a waveform to model input,
-    for training and inference alike.
+    """Features of one decoded clip, as the model expects them (see :func:`featurize_many`).
 
     Returns
     -------
     numpy.ndarray
         float32, shape :func:`ser.features.feature_shape`.
     """
+    return featurize_many([y], config, encoder=encoder)[0]
+
+
+def featurize_many(ys: Sequence[np.ndarray], config: Config, *, encoder=None) -> list[np.ndarray]:
+    """Features of decoded clips, as the model expects them.
+
+    Spectral kinds cut or zero-pad each clip to exactly ``audio.duration`` and
+    compute the batch at once (the same values as clip by clip); the whisper kind
+    runs the encoder (``encoder``, default: :func:`whisper_encoder`) on each clip's
+    own length. The one place that maps waveforms to model input, for training and
+    inference alike.
+    """
     a = config.audio
-    y = condition_audio(y, a)
+    size = int(round(a.duration * a.sample_rate))
+    ys = [condition_audio(y, a) for y in ys]
+    if not ys:
+        return []
     if config.features.kind == "whisper":
         from ser.encoders import encode_waveform
 
         encoder = encoder or whisper_encoder(config.features.encoder_precision)
-        return stats_pool(encode_waveform(y[: int(round(a.duration * a.sample_rate))], encoder))
-    y = audio_mod.fix_length(y, size=int(round(a.duration * a.sample_rate)))
-    return extract(y, sr=a.sample_rate, config=config.features)
-
-
-def featurize_many(ys: Sequence[np.ndarray], config: Config, *, encoder=None) -> list[np.ndarray]:
-    """:func:`featurize` of several clips; spectral features are computed as one batch (same values)."""
-    if config.features.kind == "whisper" or len(ys) < 2:
-        return [featurize(y, config, encoder=encoder) for y in ys]
-    a = config.audio
-    size = int(round(a.duration * a.sample_rate))
-    batch = np.stack([audio_mod.fix_length(condition_audio(y, a), size=size) for y in ys])
+        return [stats_pool(encode_waveform(y[:size], encoder)) for y in ys]
+    batch = np.stack([audio_mod.fix_length(y, size=size) for y in ys])
     return list(extract(batch, sr=a.sample_rate, config=config.features))
 
 

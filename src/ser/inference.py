@@ -17,7 +17,7 @@ A model folder carries everything needed to use it::
     SHA256SUMS      checksums of the files above; a mismatch refuses the load
 
 Models shipped with the package live in ``ser/pretrained/<name>`` (``default``:
-Whisper-base features, the accurate one; ``fast``: a small MFCC CNN) and load by
+Whisper-base features, the most accurate; ``fast``: a small MFCC CNN) and load by
 name: ``Recognizer.load("fast")``.
 """
 
@@ -370,9 +370,7 @@ class Recognizer:
         feats = [self.features(*clip) if isinstance(clip, tuple) else self._load(clip)[0] for clip in clips]
         profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), self.features_id)
         if save:
-            from ser.speakers import default_profiles_dir
-
-            profile.save(folder or default_profiles_dir())
+            profile.save(folder)
         return profile
 
     def profile(self, speaker, *, folder: str | os.PathLike | None = None):
@@ -422,13 +420,12 @@ class Recognizer:
             the adapted head reads the clip relative to that speaker's baseline.
         """
         speaker = self._speaker(speaker)
-        duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
-        return self._prediction(self._scores(self.features(y, sr)[None], speaker)[0], duration, None)
+        return self._prediction(self._scores(self.features(y, sr)[None], speaker)[0], _seconds(y, sr), None)
 
     def features(self, y: np.ndarray, sr: int) -> np.ndarray:
         """The model's input features of an in-memory signal (checked like :meth:`predict`'s)."""
         a = self.config.audio
-        duration = np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
+        duration = _seconds(y, sr)
         if duration > a.max_duration:
             raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
         return self._features(audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration))
@@ -438,8 +435,11 @@ class Recognizer:
         return self._prediction(self._scores(np.asarray(x)[None], self._speaker(speaker))[0], 0.0, None)
 
     def _load(self, path: str | os.PathLike) -> tuple[np.ndarray, float]:
-        y, duration = decode_clip(path, self.config, max_duration=self.config.audio.max_duration)
-        return self._features(y), duration
+        """``(features, file duration)`` of one file; raises its :class:`SERError`."""
+        x, duration = self._load_chunk([path])[0]
+        if isinstance(x, SERError):
+            raise x
+        return x, duration
 
     def predict_file(self, path: str | os.PathLike, *, speaker=None) -> Prediction:
         """Recognise the emotion in an audio file (any format libsndfile reads); ``speaker`` as in :meth:`predict`."""
@@ -579,6 +579,11 @@ class Recognizer:
                     yield from results
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _seconds(y: np.ndarray, sr) -> float:
+    # Length of an in-memory signal; 0 for a rate that prepare() will refuse anyway.
+    return np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
 
 
 class _NoBar:
