@@ -207,13 +207,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 # --- prediction -------------------------------------------------------------
 
-def _expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (recursive), glob patterns and ``-`` (standard input) → paths to read."""
+def _expand_inputs(items: list[str]) -> tuple[list[Path], dict[Path, str]]:
+    """Files, folders (recursive), glob patterns, manifests and ``-`` (standard input) → paths to read.
+
+    Also returns the speaker of each manifest row that names one (for ``--adapt``).
+    """
     import glob
 
     from ser.dataset import AUDIO_EXTENSIONS
 
     paths: list[Path] = []
+    speakers: dict[Path, str] = {}
     for item in items:
         p = Path(item)
         if item == "-":
@@ -221,7 +225,9 @@ def _expand_inputs(items: list[str]) -> list[Path]:
         elif p.suffix.lower() == ".csv" and p.is_file():
             from ser.dataset import read_manifest
 
-            paths.extend(c.path for c in read_manifest(p, labels=False, check_files=False))
+            clips = read_manifest(p, labels=False, check_files=False)
+            paths.extend(c.path for c in clips)
+            speakers.update({c.path: c.speaker for c in clips if c.speaker})
         elif p.is_dir():
             paths.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
         elif not p.exists() and glob.has_magic(item):
@@ -229,18 +235,11 @@ def _expand_inputs(items: list[str]) -> list[Path]:
             paths.extend(matches or [p])  # no match: reported as a missing file
         else:
             paths.append(p)  # a missing file is reported by the predictor, one line
-    return paths
+    return paths, speakers
 
 
-def _adaptation_groups(items: list[str], paths: list[Path]) -> list[str]:
+def _adaptation_groups(paths: list[Path], speakers: dict[Path, str]) -> list[str]:
     """Speaker of each file for ``--adapt``: a manifest's speaker column, else the file's folder."""
-    from ser.dataset import read_manifest
-
-    speakers: dict[Path, str] = {}
-    for item in items:
-        if item.lower().endswith(".csv") and Path(item).is_file():
-            clips = read_manifest(item, labels=False, check_files=False)
-            speakers.update({c.path: c.speaker for c in clips if c.speaker})
     return [speakers.get(p.resolve(), str(p.resolve().parent)) if str(p) != "-" else "-" for p in paths]
 
 
@@ -258,7 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.timeline:
         return _timeline(args)
-    paths = _expand_inputs(args.inputs)
+    paths, manifest_speakers = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
     recognizer = _load_recognizer(args)
@@ -266,7 +265,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.speaker:
         speaker = recognizer.profile(args.speaker, folder=args.speakers_dir)
     elif args.adapt:
-        groups = _adaptation_groups(args.inputs, paths)
+        groups = _adaptation_groups(paths, manifest_speakers)
     with tempfile.TemporaryDirectory() as tmp:
         readable = [_stdin_to_file(tmp) if str(p) == "-" else p for p in paths]
         results = recognizer.predict_files(readable, batch_size=args.batch_size, jobs=args.jobs,
@@ -314,10 +313,10 @@ def _load_recognizer(args: argparse.Namespace):
 def _timeline(args: argparse.Namespace) -> int:
     from ser import timeline as tl
 
-    recognizer = _load_recognizer(args)
-    source = Path(args.timeline)
     if args.speaker:
         raise SERError("--timeline: use --adapt (a recording adapts to its own speaker); --speaker is for clips")
+    recognizer = _load_recognizer(args)
+    source = Path(args.timeline)
     segments = tl.timeline(source, recognizer, progress=not args.quiet, adapt=args.adapt)
     stem = Path(args.out) if args.out else source.with_suffix("")
     written = tl.save_timeline(segments, stem, source=str(source), duration=tl.file_duration(source),
@@ -333,24 +332,20 @@ def _timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_speakers_enrol(args: argparse.Namespace) -> int:
-    paths = _expand_inputs(args.inputs)
+    from ser.speakers import profile_path
+
+    paths, _ = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
     recognizer = _load_recognizer(args)
-    profile = recognizer.enrol(args.name, paths, save=False)
-    path = profile.save(args.speakers_dir or _profiles_dir())
-    print(f"{path}: speaker {profile.name!r} enrolled from {profile.stats.n} clips")
+    profile = recognizer.enrol(args.name, paths, folder=args.speakers_dir)
+    print(f"{profile_path(profile.name, args.speakers_dir)}: speaker {profile.name!r} enrolled from "
+          f"{profile.stats.n} clips")
     return 0
 
 
-def _profiles_dir() -> Path:
-    from ser.speakers import default_profiles_dir
-
-    return default_profiles_dir()
-
-
 def cmd_speakers_list(args: argparse.Namespace) -> int:
-    from ser.speakers import list_profiles
+    from ser.speakers import default_profiles_dir, list_profiles
 
     rows = list_profiles(args.speakers_dir)
     for row in rows:
@@ -361,7 +356,7 @@ def cmd_speakers_list(args: argparse.Namespace) -> int:
         else:
             print(f"{row['name']:<20} {row['clips']:>4} clips  {row['created']}  {row['bytes'] / 1024:.0f} KB")
     if not rows and not args.json:
-        print(f"no speaker profiles in {args.speakers_dir or _profiles_dir()}", file=sys.stderr)
+        print(f"no speaker profiles in {args.speakers_dir or default_profiles_dir()}", file=sys.stderr)
     return 0
 
 

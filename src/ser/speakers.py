@@ -212,18 +212,19 @@ class SpeakerProfile:
     created: str = ""
     kind: str = "enrol"
 
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``<folder>/<name>.npz`` atomically (about 40 KB for Whisper-base features).
+
+        ``folder`` defaults to :func:`default_profiles_dir`.
 
         The mean is kept in float32: a dimension's mean can be large next to its
         spread within one speaker, where float16 rounding would be many standard
         deviations. The standard deviation only needs relative precision: float16.
         """
-        check_name(self.name)
+        path = profile_path(self.name, folder)
         header = {"format": FORMAT, "kind": "speaker-profile", "name": self.name, "features": self.features,
                   "created": self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "clips": self.stats.n, "profile_kind": self.kind}
-        path = Path(folder) / f"{self.name}.npz"
         try:
             return _write_npz(path, header, mean=self.stats.mean.astype(np.float32),
                               std=np.sqrt(self.stats.var).astype(np.float16))
@@ -300,8 +301,8 @@ def fingerprint(config) -> str:
     """Short digest of the audio and feature settings that determine a model's features."""
     import hashlib
 
-    payload = json.dumps({"audio": config.to_dict()["audio"], "features": config.to_dict()["features"]},
-                         sort_keys=True)
+    settings = config.to_dict()
+    payload = json.dumps({"audio": settings["audio"], "features": settings["features"]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -203,6 +203,10 @@ def enrol_mask(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.isin(y, [classes.index(c) for c in ENROL_CLASSES if c in classes])
 
 
+#: Statistics behind augmented copies in :func:`fit_adapted`: k random clips, all, or the calm ones.
+SUBSET_SIZES: tuple = (5, 10, 20, "all", "enrol")
+
+
 def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
                 augmented: np.ndarray | None = None, progress: bool = False):
     """Fit the speaker-adapted head: every training speaker standardised by their own statistics.
@@ -238,17 +242,13 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
                 subset, kind = own, "adapt"
                 if config.speakers.subset_stats:
                     size = SUBSET_SIZES[rng.integers(len(SUBSET_SIZES))]
-                    if size == "enrol" and (enrol[own]).sum() >= 2:
+                    if size == "enrol" and enrol[own].sum() >= 2:
                         subset, kind = own[enrol[own]], "enrol"
                     elif isinstance(size, int) and size < own.size:
                         subset = rng.choice(own, size=size, replace=False)
                 an[own, copy] = norm.normalize(augmented[own, copy], SpeakerStats.of(x[subset]), kind)
     model, history = fit(config, xn, y, speakers, train, augmented=an, progress=progress)
     return model, history, norm
-
-
-#: Statistics behind augmented copies in :func:`fit_adapted`: k random clips, all, or the calm ones.
-SUBSET_SIZES: tuple = (5, 10, 20, "all", "enrol")
 
 
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
