@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,20 @@ def ravdess() -> Path:
     if not RAVDESS.is_dir():
         pytest.skip("shared RAVDESS copy not found at ../shared/data/ravdess")
     return RAVDESS
+
+
+@pytest.fixture()
+def tampered(tmp_path):
+    """``tampered(folder, name)``: a copy of a model folder with a few bytes of file ``name`` flipped."""
+
+    def make(folder: Path, name: str, *, offset: int = 100) -> Path:
+        copy = tmp_path / f"tampered-{name}"
+        shutil.copytree(folder, copy)
+        with open(copy / name, "r+b") as fh:
+            fh.seek(offset)
+            original = fh.read(4)
+            fh.seek(offset)
+            fh.write(bytes(b ^ 0xFF for b in original))  # always a change
+        return copy
+
+    return make

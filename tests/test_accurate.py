@@ -99,10 +99,8 @@ def test_int8_export_is_bit_exact_and_close_to_float32(tmp_path):
     assert 0 < relative < 0.05
 
 
-def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monkeypatch):
+def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monkeypatch, tampered):
     """A folder trained with the int8 encoder predicts without the shared weights; tampering is refused."""
-    import shutil
-
     from ser import cache as cache_mod
     from ser.errors import ModelError
 
@@ -118,13 +116,8 @@ def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monk
     cache_mod.whisper_encoder.cache_clear()
     try:
         assert Recognizer.load(folder).predict_file(wav).scores == expected
-        copy = tmp_path / "tampered"
-        shutil.copytree(folder, copy)
-        with open(copy / "encoder.npz", "r+b") as fh:
-            fh.seek(1000)
-            fh.write(b"\x00\x01\x02\x03")
         with pytest.raises(ModelError, match="encoder.npz: checksum mismatch"):
-            Recognizer.load(copy)
+            Recognizer.load(tampered(folder, "encoder.npz", offset=1000))
     finally:
         cache_mod.whisper_encoder.cache_clear()
 

@@ -235,9 +235,7 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
 
 
 @needs_whisper
-def test_adapted_folder_integrity(adapted_model, tmp_path):
-    import shutil
-
+def test_adapted_folder_integrity(adapted_model, tmp_path, tampered):
     from ser.inference import Recognizer
 
     # A folder loaded and saved again keeps its networks byte for byte (a lean git history).
@@ -246,13 +244,8 @@ def test_adapted_folder_integrity(adapted_model, tmp_path):
         assert (again / name).read_bytes() == (adapted_model / name).read_bytes(), name
     Recognizer.load(again)
 
-    copy = tmp_path / "model"
-    shutil.copytree(adapted_model, copy)
-    with open(copy / "speakers.npz", "r+b") as fh:
-        fh.seek(100)
-        fh.write(b"\xff\xff")
     with pytest.raises(ModelError, match="speakers.npz: checksum mismatch"):
-        Recognizer.load(copy)
+        Recognizer.load(tampered(adapted_model, "speakers.npz"))
 
 
 @needs_whisper
