@@ -23,7 +23,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import DATA, RESULTS, WORK
 
 #: (name, what changes relative to the `accurate` preset)
 VARIANTS: list[tuple[str, dict]] = [
@@ -62,9 +62,9 @@ def write_results(rows: list[dict], args: argparse.Namespace, start: float) -> s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="accurate")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench" / "ablation"))
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK / "ablation"))
     parser.add_argument("--only", type=int, nargs="*", help="row numbers to run (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -26,15 +26,15 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import DATA, RESULTS, ROOT
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: the bundled model)")
     parser.add_argument("--name", default="default")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     from ser.inference import Recognizer
     from ser.utils import atomic_write_text

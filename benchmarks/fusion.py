@@ -28,8 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import RESULTS, WORK
 
 
 def load_run(work: Path, name: str) -> dict[str, tuple[int, np.ndarray]]:
@@ -57,8 +56,8 @@ def main() -> int:
     parser.add_argument("--b", required=True, help="results name of the second run (e.g. fast) or a run folder")
     parser.add_argument("--name", help="results name (default: <a>+<b>)")
     parser.add_argument("--weights", default="0,0.1,0.2,0.3,0.5,1", help="weights w of the second run")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--work", default=str(WORK))
+    parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 

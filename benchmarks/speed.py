@@ -35,7 +35,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipe import DATA, RESULTS, ROOT
+
 SER = str(ROOT / ".venv" / "bin" / "ser")
 
 
@@ -55,9 +56,9 @@ def main() -> int:
     parser.add_argument("--model", help="model folder or bundled model name (default: the bundled default model)")
     parser.add_argument("--name", help="results name and the JSON's \"model\" field (default: the model folder's "
                         "name, or default)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ravdess"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--clips", type=int, default=None, help="clips for the throughput figure (default: all)")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     import soundfile as sf
 
