@@ -9,11 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck, settings
 
 from ser.labels import EMOTIONS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAVDESS = SHARED / "data" / "ravdess"
+
+# Property-based tests: 2000 examples per boundary (SER_HYPOTHESIS_EXAMPLES to change it), derandomised
+# so CI is reproducible, no example database written into the checkout, no per-example deadline
+# (a busy 2-core machine makes single examples slow; each test bounds its own work instead).
+settings.register_profile("ser", max_examples=int(os.environ.get("SER_HYPOTHESIS_EXAMPLES", "2000")),
+                          derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("ser")
 
 # Keep TensorFlow quiet and on one thread pool per test process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
