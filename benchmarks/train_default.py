@@ -87,7 +87,7 @@ def main() -> int:
         rec.metadata["evaluation"] = evaluation
         rec.metadata["training"]["adapted_head"] = (f"{time.perf_counter() - start:.0f} s; python "
                                                     "benchmarks/train_default.py " + shlex.join(sys.argv[1:]))
-        out = rec.save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()))
+        out = rec.save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
         print(f"{out}: adapted head added in {time.perf_counter() - start:.0f} s")
         return 0
     model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
@@ -105,7 +105,7 @@ def main() -> int:
             else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
     }
     out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history)
+        args.out, history=history, force=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
     return 0

@@ -113,13 +113,13 @@ def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monk
     expected = Recognizer.load(folder).predict_file(wav).scores
     # No shared weights at all now: the folder must be self-sufficient.
     monkeypatch.setenv("SER_WHISPER_DIR", str(tmp_path / "nowhere"))
-    cache_mod.whisper_encoder.cache_clear()
+    cache_mod._load_whisper_encoder.cache_clear()
     try:
         assert Recognizer.load(folder).predict_file(wav).scores == expected
         with pytest.raises(ModelError, match="encoder.npz: checksum mismatch"):
             Recognizer.load(tampered(folder, "encoder.npz", offset=1000))
     finally:
-        cache_mod.whisper_encoder.cache_clear()
+        cache_mod._load_whisper_encoder.cache_clear()
 
 
 def test_float_export_is_lossless(tmp_path):

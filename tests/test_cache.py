@@ -149,7 +149,7 @@ def test_missing_file_raises_audio_error(corpus, tmp_path):
 
 
 def test_parallel_equals_serial(corpus, cache_dir):
-    """jobs=2 over >= 16 files (worker processes) gives exactly the jobs=1 result, in order."""
+    """jobs=2 over >= 16 files (worker threads) gives exactly the jobs=1 result, in order."""
     paths = files(corpus, 16)
     serial, _ = compute_features(paths, CFG, cache=None, jobs=1)
     parallel, _ = compute_features(paths, CFG, cache=FeatureCache(cache_dir), jobs=2)

@@ -108,11 +108,13 @@ def test_tampered_or_incomplete_folders_are_refused(trained, tmp_path):
 
 
 def test_save_replaces_atomically(trained, tmp_path):
-    """Saving over an existing folder leaves a complete folder and no temporary leftovers."""
+    """Saving over an existing model folder (with force) leaves a complete folder and no temporary leftovers."""
     rec = Recognizer.load(trained)
     target = tmp_path / "model"
     rec.save(target)
-    rec.save(target)
+    with pytest.raises(ModelError, match="a model folder is already there; use --force"):
+        rec.save(target)
+    rec.save(target, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert Recognizer.load(target).classes == EMOTIONS
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ser.config import AudioConfig, AugmentConfig, Config, FeatureConfig, ModelConfig, TrainConfig, preset
-from ser.errors import AudioError, ConfigError, DownloadError, ManifestError, ModelError, SERError
+from ser.errors import AudioError, ConfigError, DownloadError, ManifestError, ModelError, OutputError, SERError
 from ser.labels import EMOTIONS
 
 __all__ = [
     "EMOTIONS", "AudioConfig", "AudioError", "AugmentConfig", "Config", "ConfigError", "DownloadError",
-    "FeatureConfig", "ManifestError", "ModelConfig", "ModelError", "Prediction", "Recognizer", "SERError",
-    "TrainConfig", "__version__", "preset",
+    "FeatureConfig", "ManifestError", "ModelConfig", "ModelError", "OutputError", "Prediction", "Recognizer",
+    "SERError", "TrainConfig", "__version__", "preset",
 ]
 
 

@@ -3,7 +3,7 @@
 Each entry is keyed by the audio file's content (SHA-256), the audio and feature
 settings, and — for augmented copies — the augmentation settings, seed and copy
 index. A corrupt entry is recomputed, never fatal. Files are decoded and
-featurised in worker processes so both cores are used.
+featurised on worker threads so both cores are used.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,17 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ser" / "features"
 
 
-@functools.lru_cache(maxsize=2)
+_ENCODER_LOCK = threading.Lock()
+
+
 def whisper_encoder(precision: str = "float32"):
     """The Whisper-base encoder at ``precision``, loaded once per process (checksum verified)."""
+    with _ENCODER_LOCK:  # feature threads ask for it at once: load it once, not once per thread
+        return _load_whisper_encoder(precision)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_whisper_encoder(precision: str):
     from ser.encoders import WhisperEncoder
 
     return WhisperEncoder.from_dir(precision=precision)
@@ -206,14 +214,6 @@ def _clip_task(args: tuple[str, dict, int, str | None, str | None]) -> list[np.n
     return out  # type: ignore[return-value]
 
 
-def _single_threaded_worker() -> None:
-    # One BLAS thread per worker process: the workers already fill the cores, and
-    # oversubscribed BLAS threads (the encoder is matrix products) slow everything down.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
 def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copies: int = 0,
                      cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
                      condition: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -260,10 +260,15 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
     if jobs == 1 or len(tasks) < 16:
         results = [_clip_task(t) for t in tqdm(tasks, **bar)]
     else:
-        # forkserver: forking a process that may already hold TensorFlow's threads is unsafe.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver"),
-                                 initializer=_single_threaded_worker) as pool:
-            results = list(tqdm(pool.map(_clip_task, tasks, chunksize=8), **bar))
+        from threadpoolctl import threadpool_limits
+
+        # Worker threads, as for prediction (ser.inference): decoding, the STFT and the encoder's
+        # matrix products release the GIL, so threads fill the cores. Unlike a process pool they
+        # die with the process (a killed `ser train` leaves no workers writing the cache), need
+        # no `if __name__ == "__main__":` guard in a user's script, and share one encoder.
+        # One BLAS thread each: the workers already fill the cores.
+        with threadpool_limits(1), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ser-features") as pool:
+            results = list(tqdm(pool.map(_clip_task, tasks), **bar))
     clean = np.stack([r[0] for r in results]).astype(np.float32)
     augmented = np.stack([np.stack(r[1:]) for r in results]).astype(np.float32) if copies else None
     return clean, augmented

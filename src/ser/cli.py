@@ -13,9 +13,13 @@ import sys
 from pathlib import Path
 
 from ser import __version__
-from ser.errors import ConfigError, SERError
+from ser.errors import ConfigError, OutputError, SERError
 
 log = logging.getLogger("ser")
+
+
+class UsageError(SERError):
+    """Arguments that cannot go together (exit code 2, like argparse's own usage errors)."""
 
 
 def _config(args: argparse.Namespace):
@@ -60,11 +64,31 @@ def _import_tensorflow_quietly(verbose: bool) -> None:
         os.close(saved)
 
 
+def _check_output_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse an output path that is a folder, or whose folder is missing, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the {what} file to write")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path.parent}: folder not found (for the {what} file {path.name})")
+
+
+def _flush_stdout() -> None:
+    """Flush standard output now, so a full disk is one clear error here rather than a traceback at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"standard output: cannot write results ({exc.strerror or exc})") from None
+
+
 # --- data ----------------------------------------------------------------
 
 def cmd_data_index(args: argparse.Namespace) -> int:
     from ser.dataset import index_corpus, write_manifest
 
+    _check_output_file(args.output, "manifest")
     clips, dropped = index_corpus(args.root, args.corpus)
     write_manifest(clips, args.output)
     print(f"{args.output}: {len(clips)} clips, {len({c.speaker for c in clips})} speakers "
@@ -116,9 +140,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from ser.dataset import load_datasets
-    from ser.inference import Recognizer
+    from ser.inference import Recognizer, check_output_folder
     from ser.training import describe_device, fit_final
 
+    check_output_folder(args.out, force=args.force)  # before hours of training, not after
     config = _config(args)
     clips = load_datasets(args.data)
     print(f"device: {describe_device()}", file=sys.stderr)
@@ -134,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data_license:
         metadata["data_license"] = args.data_license
     out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history)
+        args.out, history=history, force=args.force)
     print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
     return 0
 
@@ -216,6 +241,8 @@ def _expand_inputs(items: list[str]) -> tuple[list[Path], dict[Path, str]]:
 
     from ser.dataset import AUDIO_EXTENSIONS
 
+    if items.count("-") > 1:
+        raise UsageError("- (standard input) can be read only once; name it once")
     paths: list[Path] = []
     speakers: dict[Path, str] = {}
     for item in items:
@@ -229,13 +256,39 @@ def _expand_inputs(items: list[str]) -> tuple[list[Path], dict[Path, str]]:
             paths.extend(c.path for c in clips)
             speakers.update({c.path: c.speaker for c in clips if c.speaker})
         elif p.is_dir():
-            paths.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
+            paths.extend(_folder_audio(p, AUDIO_EXTENSIONS))
         elif not p.exists() and glob.has_magic(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
             paths.extend(matches or [p])  # no match: reported as a missing file
         else:
             paths.append(p)  # a missing file is reported by the predictor, one line
     return paths, speakers
+
+
+def _folder_audio(folder: Path, extensions) -> list[Path]:
+    """Audio files under ``folder`` (recursive, sorted); says what else it skipped.
+
+    A link that leads nowhere (broken, or a loop) with an audio extension is kept, so
+    the predictor reports it by name; audio or video files of a format libsndfile
+    cannot read (``.m4a``, ``.aac``...) are counted on stderr rather than skipped silently.
+    """
+    found, skipped = [], {}
+    for f in sorted(folder.rglob("*")):
+        suffix = f.suffix.lower()
+        if suffix in extensions and (f.is_file() or (f.is_symlink() and not f.exists())):
+            found.append(f)
+        elif suffix in UNREADABLE_MEDIA and f.is_file():
+            skipped[suffix] = skipped.get(suffix, 0) + 1
+    if skipped:
+        print(f"note: {folder}: skipped {sum(skipped.values())} files in formats ser cannot read ("
+              + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) + "); convert them to WAV or FLAC",
+              file=sys.stderr)
+    return found
+
+
+#: Audio and video containers libsndfile does not read: named when a folder holds them.
+UNREADABLE_MEDIA = frozenset({".m4a", ".aac", ".mp4", ".m4b", ".wma", ".amr", ".3gp", ".webm", ".mkv", ".mov",
+                              ".ac3", ".ape", ".wv", ".caf"})
 
 
 def _adaptation_groups(paths: list[Path], speakers: dict[Path, str]) -> list[str]:
@@ -252,7 +305,7 @@ def _stdin_to_file(tmp_dir: str) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
+    import contextlib
     import tempfile
 
     if args.timeline:
@@ -260,45 +313,144 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths, manifest_speakers = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
+    sink = _ResultSink.open(args, paths)
+    todo = [i for i, p in enumerate(paths) if str(p) == "-" or str(p) not in sink.done]
     recognizer = _load_recognizer(args)
     speaker = groups = None
     if args.speaker:
         speaker = recognizer.profile(args.speaker, folder=args.speakers_dir)
     elif args.adapt:
-        groups = _adaptation_groups(paths, manifest_speakers)
-    with tempfile.TemporaryDirectory() as tmp:
-        readable = [_stdin_to_file(tmp) if str(p) == "-" else p for p in paths]
-        results = recognizer.predict_files(readable, batch_size=args.batch_size, jobs=args.jobs,
-                                           progress=not args.quiet and len(paths) > 1, errors="return",
-                                           speaker=speaker, groups=groups)
-    classes = recognizer.classes
-    writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
-    if writer:
-        writer.writerow(["source", "label", "confidence", "duration", *classes])
-    elif not args.json:
-        width = max(len(str(p)) for p in paths)
-        print("file".ljust(width) + "  label      conf  " + " ".join(c[:5].rjust(5) for c in classes))
+        groups = _adaptation_groups([paths[i] for i in todo], manifest_speakers)
     failed = 0
-    for path, result in zip(paths, results):
-        if isinstance(result, SERError):
-            failed += 1
-            message = str(result)
-            if str(path) == "-":  # name standard input, not its temporary copy
-                message = "-: " + message.split(": ", 1)[-1]
-            print(f"error: {message}", file=sys.stderr)
-            continue
-        source = "-" if str(path) == "-" else str(path)
-        if args.json:
-            print(json.dumps({**result.to_dict(), "source": source}))
-        elif writer:
-            writer.writerow([source, result.label, f"{result.confidence:.6f}", f"{result.duration:.3f}",
-                             *(f"{result.scores[c]:.6f}" for c in classes)])
-        else:
-            print(source.ljust(width) + f"  {result.label:<9} {result.confidence:5.2f}  "
-                  + " ".join(f"{result.scores[c]:5.2f}" for c in classes))
+    with sink, contextlib.ExitStack() as stack:
+        # A temporary folder only for standard input, removed however the run ends (short of kill -9).
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ser-stdin-")) if "-" in args.inputs else None
+        readable = [_stdin_to_file(tmp) if str(paths[i]) == "-" else paths[i] for i in todo]
+        sink.header(recognizer.classes)
+        results = recognizer.iter_predict_files(readable, batch_size=args.batch_size, jobs=args.jobs,
+                                                progress=not args.quiet and len(todo) > 1, errors="return",
+                                                speaker=speaker, groups=groups)
+        for i, result in zip(todo, results):
+            source = str(paths[i])
+            if isinstance(result, SERError):
+                failed += 1
+                message = str(result)
+                if source == "-":  # name standard input, not its temporary copy
+                    message = "-: " + message.split(": ", 1)[-1]
+                print(f"error: {message}", file=sys.stderr)
+            else:
+                sink.write(source, result, recognizer.classes)
+    if len(todo) < len(paths):
+        print(f"resumed: {len(paths) - len(todo)} of {len(paths)} files were already in {args.output}",
+              file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(paths)} files failed", file=sys.stderr)
+        print(f"{failed} of {len(todo)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+class _ResultSink:
+    """Where ``ser predict`` writes its results: standard output, or ``--output FILE``, one line per result.
+
+    Each line is flushed as soon as it is written, so an interrupted run keeps every
+    finished result; ``--resume`` reads them back (dropping a last line cut short) and
+    appends the rest.
+    """
+
+    def __init__(self, stream, fmt: str, width: int, done: set[str], write_header: bool) -> None:
+        self.stream, self.fmt, self.width, self.done, self._write_header = stream, fmt, width, done, write_header
+
+    @classmethod
+    def open(cls, args: argparse.Namespace, paths: list[Path]) -> _ResultSink:
+        fmt = "json" if args.json else "csv" if args.csv else "table"
+        width = max(len(str(p)) for p in paths)
+        if not args.output:
+            if args.resume:
+                raise UsageError("--resume needs --output FILE (the results of the interrupted run)")
+            return cls(sys.stdout, fmt, width, set(), True)
+        out = Path(args.output)
+        if fmt == "table":
+            fmt = {".csv": "csv", ".jsonl": "json", ".json": "json"}.get(out.suffix.lower(), "")
+            if not fmt:
+                raise UsageError(f"--output {out}: give --json or --csv (or a .jsonl or .csv name)")
+        if out.is_dir():
+            raise OutputError(f"{out}: is a folder; --output names a file")
+        done: set[str] = set()
+        if out.exists() and args.resume:
+            done = _finished_sources(out, fmt)
+        elif out.exists() and out.stat().st_size and not args.force:
+            raise OutputError(f"{out}: already exists; use --resume to continue it or --force to replace it")
+        try:
+            stream = open(out, "a" if args.resume else "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        return cls(stream, fmt, width, done, out.stat().st_size == 0)
+
+    def __enter__(self) -> _ResultSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+
+    def header(self, classes) -> None:
+        if not self._write_header:
+            return
+        if self.fmt == "csv":
+            self._line(",".join(["source", "label", "confidence", "duration", *classes]))
+        elif self.fmt == "table":
+            self._line("file".ljust(self.width) + "  label      conf  " + " ".join(c[:5].rjust(5) for c in classes))
+
+    def write(self, source: str, result, classes) -> None:
+        if self.fmt == "json":
+            self._line(json.dumps({**result.to_dict(), "source": source}))
+        elif self.fmt == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="").writerow(
+                [source, result.label, f"{result.confidence:.6f}", f"{result.duration:.3f}",
+                 *(f"{result.scores[c]:.6f}" for c in classes)])
+            self._line(buf.getvalue())
+        else:
+            self._line(source.ljust(self.width) + f"  {result.label:<9} {result.confidence:5.2f}  "
+                       + " ".join(f"{result.scores[c]:5.2f}" for c in classes))
+
+    def _line(self, text: str) -> None:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = "standard output" if self.stream is sys.stdout else self.stream.name
+            raise OutputError(f"{where}: cannot write results ({exc.strerror or exc})") from None
+
+
+def _finished_sources(path: Path, fmt: str) -> set[str]:
+    """Sources already in an earlier ``--output`` file; a last line cut short by a kill is removed."""
+    import csv
+
+    data = path.read_bytes()
+    keep = data[:data.rfind(b"\n") + 1]  # complete lines only
+    done: set[str] = set()
+    lines = keep.decode("utf-8", errors="replace").splitlines()
+    if fmt == "json":
+        for n, line in enumerate(lines, 1):
+            try:
+                done.add(str(json.loads(line)["source"]))
+            except (ValueError, KeyError, TypeError):
+                raise OutputError(f"{path}: line {n} is not a result of ser predict --json; cannot resume "
+                                  "from it") from None
+    else:
+        rows = list(csv.reader(lines))
+        if rows and rows[0][:2] != ["source", "label"]:
+            raise OutputError(f"{path}: not a ser predict --csv file (header {rows[0][:2]}); cannot resume from it")
+        done = {row[0] for row in rows[1:] if row}
+    if len(keep) < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(len(keep))
+    return done
 
 
 def _load_recognizer(args: argparse.Namespace):
@@ -314,11 +466,18 @@ def _timeline(args: argparse.Namespace) -> int:
     from ser import timeline as tl
 
     if args.speaker:
-        raise SERError("--timeline: use --adapt (a recording adapts to its own speaker); --speaker is for clips")
-    recognizer = _load_recognizer(args)
+        raise UsageError("--timeline: use --adapt (a recording adapts to its own speaker); --speaker is for clips")
+    if args.inputs:
+        raise UsageError(f"--timeline takes one recording; also given: {' '.join(args.inputs)}")
+    if args.timeline == "-":
+        raise UsageError("--timeline -: standard input is not supported for a timeline; give a file")
+    if args.output or args.resume:
+        raise UsageError("--timeline writes <stem>.json/.csv/.png: use --out STEM, not --output/--resume")
     source = Path(args.timeline)
-    segments = tl.timeline(source, recognizer, progress=not args.quiet, adapt=args.adapt)
     stem = Path(args.out) if args.out else source.with_suffix("")
+    tl.check_writable(stem)  # before the recording is processed, not after
+    recognizer = _load_recognizer(args)
+    segments = tl.timeline(source, recognizer, progress=not args.quiet, adapt=args.adapt)
     written = tl.save_timeline(segments, stem, source=str(source), duration=tl.file_duration(source),
                                classes=recognizer.classes)
     if args.json:
@@ -327,6 +486,7 @@ def _timeline(args: argparse.Namespace) -> int:
     else:
         for segment in segments:
             print(f"{segment.start:9.2f} {segment.end:9.2f}  {segment.label:<9} {segment.confidence:5.2f}")
+    _flush_stdout()
     print(f"{len(segments)} segments -> " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
     return 0
 
@@ -376,6 +536,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     recognizer = Recognizer.load(args.model, runtime="keras")
     suffix = {"onnx": ".onnx", "tflite": ".tflite", "keras": ".keras"}[args.format]
     out = Path(args.out) if args.out else Path(f"{Path(args.model or 'model').name}{suffix}")
+    _check_output_file(out, f"{args.format} export")
     getattr(export, f"export_{args.format}")(recognizer.model, out)
     print(f"{out}: {args.format} export of {recognizer.path}")
     return 0
@@ -394,6 +555,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer of at least 2")
     return value
 
 
@@ -431,13 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. train.epochs=20")
     run.add_argument("--cache", help="feature cache folder (default: $SER_CACHE_DIR or ~/.cache/ser/features)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    run.add_argument("--jobs", type=int, default=None, help="feature worker processes (default: all cores)")
+    run.add_argument("--jobs", type=_positive_int, default=None,
+                     help="feature worker threads (default: all cores)")
 
     p = sub.add_parser("config", parents=[common, run], help="print a preset or config file as JSON")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("train", parents=[common, run], help="train a model on all clips and save its folder")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
-    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--out", required=True, help="model folder to write (new, or an empty folder)")
+    p.add_argument("--force", action="store_true", help="replace an existing model folder at --out (never "
+                   "anything else)")
     p.add_argument("--data-license", help="license text for the model card")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate", parents=[common, run],
@@ -445,15 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--model", help="score this trained model folder on --data (no training; shared emotions only)")
     p.add_argument("--protocol", choices=["si6", "seed-split", "group-kfold"])
-    p.add_argument("--folds", type=int, default=5, help="k for group-kfold")
+    p.add_argument("--folds", type=_at_least_two, default=5, help="k for group-kfold (at least 2)")
     p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
-    p.add_argument("--inner-folds", type=int, default=3, help="speaker-grouped inner folds of the grid search")
+    p.add_argument("--inner-folds", type=_at_least_two, default=3,
+                   help="speaker-grouped inner folds of the grid search (at least 2)")
     p.add_argument("--out", help="run folder (reports; finished folds are resumed)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--grid", required=True, help="JSON grid {\"section.field\": [values]}")
-    p.add_argument("--inner-folds", type=int, default=3)
+    p.add_argument("--inner-folds", type=_at_least_two, default=3, help="speaker-grouped inner folds (at least 2)")
     p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
@@ -464,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per line")
     out.add_argument("--csv", action="store_true", help="CSV with a header row")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
     p.add_argument("--jobs", type=_positive_int, default=None,
                    help="worker threads decoding files (default: all cores; used from 17 files on)")
     p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"],
@@ -472,6 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", metavar="FILE",
                    help="long recording: emotion of each speech segment (streamed), written as JSON, CSV and PNG")
     p.add_argument("--out", help="with --timeline: output path stem (default: next to the recording)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the results to FILE (JSON lines or CSV, from --json/--csv or the name), each line "
+                        "as soon as it is known")
+    p.add_argument("--resume", action="store_true",
+                   help="with --output: skip the files already in FILE (an interrupted run) and append the rest")
+    p.add_argument("--force", action="store_true", help="with --output: replace an existing FILE")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--speaker", metavar="NAME", help="every input is of this enrolled speaker (ser speakers enrol)")
     who.add_argument("--adapt", action="store_true",
@@ -515,12 +693,39 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
-        return args.func(args)
+        code = args.func(args)
+        _flush_stdout()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as command-line tools do.
+        _silence_stdout()
+        return 141
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"ser: error: {exc}", file=sys.stderr)
+        return 2
     except SERError as exc:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A file-system failure no check foresaw (a full disk, a permission): one line, never a traceback.
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so Python's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (e.g. captured by a test): nothing to silence
+        pass

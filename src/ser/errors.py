@@ -30,3 +30,7 @@ class ModelError(SERError, ValueError):
 
 class DownloadError(SERError, OSError):
     """A download failed (network, HTTP status, size or checksum)."""
+
+
+class OutputError(SERError, OSError):
+    """A result cannot be written (a full disk, a read-only folder, a closed pipe...)."""

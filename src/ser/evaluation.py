@@ -14,7 +14,7 @@ import numpy as np
 from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
-from ser.errors import ManifestError
+from ser.errors import ConfigError, ManifestError
 from ser.training import cross_validate, describe_device, make_folds, prepare_features
 from ser.utils import atomic_write_bytes, atomic_write_text
 
@@ -166,6 +166,23 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def check_run_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a run folder: new, empty, or an earlier run's (whose finished folds are resumed).
+
+    Raises
+    ------
+    ConfigError
+        ``out_dir`` is a file, or a folder holding other things than a run (nothing is written into it).
+    """
+    out = Path(out_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and not (out / "config.json").is_file() and any(out.iterdir()):
+        raise ConfigError(f"{out}: folder exists and is not a run folder (no config.json); choose a new or "
+                        "empty folder")
+    return out
+
+
 def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: str | os.PathLike,
              folds_k: int = 5, grid: dict | None = None, inner_folds: int = 3,
              cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False) -> dict:
@@ -184,12 +201,16 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     from datetime import date
 
     start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_run_folder(out_dir)
+    # Folds first: a protocol the data cannot support is refused before anything is written.
+    folds = make_folds(clips, protocol, k=folds_k, seed=config.train.seed)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
     config.save(out / "config.json")
     device = describe_device()
     log.info("device: %s", device)
-    folds = make_folds(clips, protocol, k=folds_k, seed=config.train.seed)
     x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
     results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
                              inner_folds=inner_folds, cache=cache, progress=progress)

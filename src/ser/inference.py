@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,63 +247,86 @@ class Recognizer:
         return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner, adapted=adapted,
                    speaker_norm=speaker_norm)
 
-    def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None) -> Path:
-        """Write the model folder atomically (built aside, then renamed into place)."""
+    def save(self, path: str | os.PathLike, *, history: dict | None = None, card: str | None = None,
+             force: bool = False) -> Path:
+        """Write the model folder atomically (built aside, then renamed into place).
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        Parameters
+        ----------
+        path : path-like
+            The model folder to write. It must not exist, or be an empty folder, or
+            (with ``force``) an existing model folder, which is replaced as a whole.
+        history : dict, optional
+            Training curves (``history.json`` and ``curves.png``).
+        card : str, optional
+            Model card text (default: :func:`model_card`).
+        force : bool
+            Replace an existing model folder.
+
+        Raises
+        ------
+        ModelError
+            ``path`` is a file, a folder that is not a model folder, or a model
+            folder without ``force`` (checked before anything is written).
+        """
+        path = check_output_folder(path, force=force)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(path)
+            # The pid in the name tells a later save whether the folder's writer is still alive.
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot write the model folder ({exc.strerror or exc})") from None
         try:
             os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
-            from ser.export import export_onnx
-
-            if self._model is None and self.path is not None and (self.path / ONNX_FILE).exists():
-                # Loaded from a folder and never touched: keep its files byte for byte
-                # (re-serialising would change them, and every clone would carry both).
-                for name in ("model.keras", ONNX_FILE):
-                    shutil.copyfile(self.path / name, tmp / name)
-            else:
-                _uncompiled_copy(self.model).save(tmp / "model.keras")
-                export_onnx(self.model, tmp / ONNX_FILE)
-            if self._adapted is not None:
-                if self._adapted_from_folder:
-                    for name in (ADAPTED_KERAS, ADAPTED_ONNX):
-                        shutil.copyfile(self.path / name, tmp / name)
-                else:
-                    _uncompiled_copy(self.adapted).save(tmp / ADAPTED_KERAS)
-                    export_onnx(self.adapted, tmp / ADAPTED_ONNX)
-                self.speaker_norm.save(tmp / SPEAKER_NORM)
-            self.config.save(tmp / "config.json")
-            if self.config.features.kind == "whisper":
-                # Carry the encoder, so the folder works without the CTranslate2 weights.
-                if self.path is not None and (self.path / ENCODER_FILE).exists():
-                    shutil.copyfile(self.path / ENCODER_FILE, tmp / ENCODER_FILE)
-                else:
-                    from ser.encoders import save_encoder
-
-                    save_encoder(tmp / ENCODER_FILE, precision=self.config.features.encoder_precision)
-            atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
-            atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
-            if history is not None:
-                from ser.evaluation import plot_history
-
-                atomic_write_text(tmp / "history.json", json.dumps(history) + "\n")
-                plot_history(history, tmp / "curves.png", title=self.config.name)
-            atomic_write_text(tmp / "README.md", card or model_card(self.config, self.metadata))
-            write_checksums(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
+            self._write_files(tmp, history=history, card=card)
+            _move_into_place(tmp, path)
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise ModelError(f"{path}: cannot write the model folder ({exc.strerror or exc})") from None
             raise
         self.path = path
         return path
+
+    def _write_files(self, tmp: Path, *, history: dict | None, card: str | None) -> None:
+        """Every file of the model folder, written into the (new, private) folder ``tmp``."""
+        from ser.export import export_onnx
+
+        if self._model is None and self.path is not None and (self.path / ONNX_FILE).exists():
+            # Loaded from a folder and never touched: keep its files byte for byte
+            # (re-serialising would change them, and every clone would carry both).
+            for name in ("model.keras", ONNX_FILE):
+                shutil.copyfile(self.path / name, tmp / name)
+        else:
+            _uncompiled_copy(self.model).save(tmp / "model.keras")
+            export_onnx(self.model, tmp / ONNX_FILE)
+        if self._adapted is not None:
+            if self._adapted_from_folder:
+                for name in (ADAPTED_KERAS, ADAPTED_ONNX):
+                    shutil.copyfile(self.path / name, tmp / name)
+            else:
+                _uncompiled_copy(self.adapted).save(tmp / ADAPTED_KERAS)
+                export_onnx(self.adapted, tmp / ADAPTED_ONNX)
+            self.speaker_norm.save(tmp / SPEAKER_NORM)
+        self.config.save(tmp / "config.json")
+        if self.config.features.kind == "whisper":
+            # Carry the encoder, so the folder works without the CTranslate2 weights.
+            if self.path is not None and (self.path / ENCODER_FILE).exists():
+                shutil.copyfile(self.path / ENCODER_FILE, tmp / ENCODER_FILE)
+            else:
+                from ser.encoders import save_encoder
+
+                save_encoder(tmp / ENCODER_FILE, precision=self.config.features.encoder_precision)
+        atomic_write_text(tmp / "labels.json", json.dumps(list(self.classes)) + "\n")
+        atomic_write_text(tmp / "metrics.json", json.dumps(self.metadata, indent=2) + "\n")
+        if history is not None:
+            from ser.evaluation import plot_history
+
+            atomic_write_text(tmp / "history.json", json.dumps(history) + "\n")
+            plot_history(history, tmp / "curves.png", title=self.config.name)
+        atomic_write_text(tmp / "README.md", card or model_card(self.config, self.metadata))
+        write_checksums(tmp)
 
     # --- prediction ---------------------------------------------------
     def _features(self, y: np.ndarray) -> np.ndarray:
@@ -400,6 +423,9 @@ class Recognizer:
         return profile.stats, profile.kind
 
     def _prediction(self, probs: np.ndarray, duration: float, source: str | None) -> Prediction:
+        if not np.all(np.isfinite(probs)):
+            # NaN or inf never becomes output (it would be invalid JSON and a meaningless label).
+            raise ModelError(f"{source or 'audio'}: the model gave non-finite scores")
         best = int(np.argmax(probs))
         return Prediction(label=self.classes[best], confidence=float(probs[best]),
                           scores={c: float(p) for c, p in zip(self.classes, probs)}, duration=duration,
@@ -428,7 +454,8 @@ class Recognizer:
         duration = _seconds(y, sr)
         if duration > a.max_duration:
             raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
-        return self._features(audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration))
+        return _finite(self._features(audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration)),
+                       "audio")
 
     def predict_features(self, x: np.ndarray, *, speaker=None) -> Prediction:
         """Recognise the emotion from features of :meth:`features`; ``speaker`` as in :meth:`predict`."""
@@ -454,7 +481,8 @@ class Recognizer:
 
         From :data:`POOL_MIN_FILES` files on, decoding and features (the speech
         encoder included) run on ``jobs`` worker threads; the model itself runs
-        on batches, in input order.
+        on batches, in input order. :meth:`iter_predict_files` gives the same
+        results one by one as soon as each is known.
 
         Parameters
         ----------
@@ -483,59 +511,100 @@ class Recognizer:
         list
             One :class:`Prediction` (or, with ``errors="return"``, error) per path, in order.
         """
-        if errors not in ("raise", "return"):
-            raise ValueError(f"errors={errors!r}: expected 'raise' or 'return'")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: expected a positive integer")
-        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1):
-            raise ValueError(f"jobs={jobs!r}: expected a positive integer or None")
-        if speaker is not None and groups is not None:
-            raise ValueError("give speaker or groups, not both")
-        known = self._speaker(speaker)
-        if groups is not None:
-            self.require_adapted_head()
-            if len(groups) != len(paths):
-                raise ValueError(f"groups: {len(groups)} given for {len(paths)} paths")
-        results: list[Prediction | SERError | None] = [None] * len(paths)
+        return list(self.iter_predict_files(paths, batch_size=batch_size, progress=progress, errors=errors,
+                                            jobs=jobs, speaker=speaker, groups=groups))
+
+    def iter_predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32,
+                           progress: bool = False, errors: str = "raise", jobs: int | None = None, speaker=None,
+                           groups: Sequence[str] | None = None) -> Iterator[Prediction | SERError]:
+        """:meth:`predict_files` as a generator: each result, in input order, as soon as it is known.
+
+        A result is known once its batch has been scored (or its file has failed), so an
+        interrupted run keeps everything before its last batch. With ``groups`` every
+        file is decoded before the first result.
+        """
+        # Checked now, not on the first next(): a generator body would defer the errors.
+        self._check_batch_arguments(paths, batch_size=batch_size, errors=errors, jobs=jobs, speaker=speaker,
+                                    groups=groups)
+        return self._results(paths, batch_size=batch_size, progress=progress, errors=errors, jobs=jobs,
+                             known=self._speaker(speaker), groups=groups)
+
+    def _results(self, paths, *, batch_size, progress, errors, jobs, known, groups) -> Iterator:
+        ready: dict[int, Prediction | SERError] = {}
         pending: list[tuple[int, np.ndarray, float]] = []  # (index, features, duration)
         kept: list[tuple[int, np.ndarray, float]] = []  # every file's, when adapting per group
+        next_out = 0
 
         def score(batch: list[tuple[int, np.ndarray, float]], stats=None) -> None:
             probs = self._scores(np.stack([x for _, x, _ in batch]), stats if stats is not None else known)
             for (i, _, duration), p in zip(batch, probs):
-                results[i] = self._prediction(p, duration, str(paths[i]))
+                try:
+                    ready[i] = self._prediction(p, duration, str(paths[i]))
+                except SERError as exc:
+                    if errors == "raise":
+                        raise
+                    ready[i] = exc
 
         stream = self._feature_stream(paths, jobs=jobs or os.cpu_count() or 1)
         try:
             with _progress_bar(len(paths), progress) as bar:
                 for i, (x, duration) in enumerate(stream):
+                    bar.update(1)
                     if isinstance(x, SERError):
                         if errors == "raise":
                             raise x
-                        results[i] = x
+                        ready[i] = x
                     elif groups is not None:
                         kept.append((i, x, duration))
+                        continue
                     else:
                         pending.append((i, x, duration))
-                        if len(pending) >= batch_size:
-                            score(pending)
-                            pending.clear()
-                    bar.update(1)
+                        if len(pending) < batch_size:
+                            continue
+                        score(pending)
+                        pending.clear()
+                    while next_out in ready:
+                        yield ready.pop(next_out)
+                        next_out += 1
                 if pending:
                     score(pending)
         finally:
-            stream.close()  # stops the worker pool, also when an error is raised
+            stream.close()  # stops the worker pool, also when an error is raised or the caller stops
         if groups is not None:
-            from ser.speakers import SpeakerStats
+            self._score_groups(kept, groups, batch_size, score)
+        while next_out in ready:
+            yield ready.pop(next_out)
+            next_out += 1
 
-            by_group: dict[str, list] = {}
-            for entry in kept:
-                by_group.setdefault(str(groups[entry[0]]), []).append(entry)
-            for members in by_group.values():
-                stats = (SpeakerStats.of(np.stack([x for _, x, _ in members])), "adapt")
-                for first in range(0, len(members), batch_size):
-                    score(members[first:first + batch_size], stats)
-        return results  # type: ignore[return-value]
+    def _check_batch_arguments(self, paths, *, batch_size, errors, jobs, speaker, groups) -> None:
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            # A lone path is a sequence of characters: iterating it would try each character as a file.
+            raise TypeError(f"paths={os.fspath(paths)!r}: expected a sequence of paths (use predict_file for one)")
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors={errors!r}: expected 'raise' or 'return'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1):
+            raise ValueError(f"jobs={jobs!r}: expected a positive integer or None")
+        if speaker is not None and groups is not None:
+            raise ValueError("give speaker or groups, not both")
+        if groups is not None:
+            self.require_adapted_head()
+            if len(groups) != len(paths):
+                raise ValueError(f"groups: {len(groups)} given for {len(paths)} paths")
+
+    @staticmethod
+    def _score_groups(kept: list, groups: Sequence[str], batch_size: int, score) -> None:
+        """Score each group's clips with the group's own statistics (unlabelled adaptation)."""
+        from ser.speakers import SpeakerStats
+
+        by_group: dict[str, list] = {}
+        for entry in kept:
+            by_group.setdefault(str(groups[entry[0]]), []).append(entry)
+        for members in by_group.values():
+            stats = (SpeakerStats.of(np.stack([x for _, x, _ in members])), "adapt")
+            for first in range(0, len(members), batch_size):
+                score(members[first:first + batch_size], stats)
 
     def _load_chunk(self, paths: Sequence[str | os.PathLike]) -> list[tuple[np.ndarray | SERError, float]]:
         """``(features, file duration)`` or ``(SERError, 0.0)`` per path; spectral features as one batch."""
@@ -547,7 +616,10 @@ class Recognizer:
                 decoded.append((exc, 0.0))
         ok = [i for i, (y, _) in enumerate(decoded) if not isinstance(y, SERError)]
         for i, x in zip(ok, featurize_many([decoded[i][0] for i in ok], self.config, encoder=self.encoder)):
-            decoded[i] = (x, decoded[i][1])
+            try:
+                decoded[i] = (_finite(x, str(paths[i])), decoded[i][1])
+            except SERError as exc:
+                decoded[i] = (exc, 0.0)
         return decoded
 
     def _feature_stream(self, paths: Sequence[str | os.PathLike], *, jobs: int):
@@ -579,6 +651,97 @@ class Recognizer:
                     yield from results
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a ``SHA256SUMS`` that lists a model's files (not verified)."""
+    sums = Path(path) / CHECKSUMS
+    try:
+        names = {line.partition("  ")[2].strip() for line in sums.read_text(errors="replace").splitlines()}
+    except OSError:
+        return False
+    return all(name in names for name in MODEL_FILES)
+
+
+def check_output_folder(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Check that a model folder may be written at ``path``; returns it as an absolute path.
+
+    Called before training starts (so a long run never ends in a refusal) and again
+    when saving. A model folder replaces only an earlier model folder, and only
+    with ``force``; a file, or a folder holding anything else, is never touched.
+
+    Raises
+    ------
+    ModelError
+        One line naming ``path`` and what is in the way.
+    """
+    path = Path(os.path.abspath(path))
+    if path == path.parent:
+        raise ModelError(f"{path}: cannot write a model folder over the file system root")
+    if not os.path.lexists(path):
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise ModelError(f"{path}: exists and is not a folder; choose another --out (nothing was changed)")
+    if is_model_folder(path):
+        if not force:
+            raise ModelError(f"{path}: a model folder is already there; use --force to replace it")
+        if path == Path.cwd() or Path.cwd().is_relative_to(path):
+            raise ModelError(f"{path}: is the current folder; write the model elsewhere")
+        return path
+    try:
+        empty = next(path.iterdir(), None) is None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the folder ({exc.strerror or exc})") from None
+    if not empty:
+        raise ModelError(f"{path}: folder exists and is not a model folder; choose a new or empty folder "
+                         "(nothing was changed)")
+    return path
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``path``, replacing an empty folder or an earlier model."""
+    if not os.path.lexists(path):
+        os.replace(tmp, path)
+        return
+    if not is_model_folder(path):  # an empty folder (check_output_folder let nothing else through)
+        path.rmdir()
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the hidden work folders of earlier saves to ``path`` whose process is gone (killed)."""
+    for entry in path.parent.glob(f".{path.name}.*-*"):
+        kind, _, rest = entry.name[len(path.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        # An ".old" folder is the previous model only while its rename back never happened: keep it then.
+        if kind == "old" and not is_model_folder(path):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _finite(x: np.ndarray, source: str) -> np.ndarray:
+    """``x`` if every feature is finite, else the :class:`AudioError` naming ``source``."""
+    if not np.all(np.isfinite(x)):
+        raise AudioError(f"{source}: the audio gives non-finite features (samples far outside [-1, 1]?)")
+    return x
 
 
 def _seconds(y: np.ndarray, sr) -> float:

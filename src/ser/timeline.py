@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ser.audio import error_reason, read_info
-from ser.errors import AudioError, ConfigError
+from ser.errors import AudioError, ConfigError, OutputError
 from ser.utils import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -558,9 +558,13 @@ class _RunningStats:
 def write_json(segments: Sequence[Segment], path: str | os.PathLike, *, source: str | os.PathLike | None,
                duration: float) -> Path:
     """Write ``{"source", "duration", "segments": [...]}`` as one JSON document (atomically)."""
+    return atomic_write_text(path, _json_text(segments, source=source, duration=duration))
+
+
+def _json_text(segments: Sequence[Segment], *, source: str | os.PathLike | None, duration: float) -> str:
     doc = {"source": None if source is None else str(source), "duration": round(float(duration), 3),
            "segments": [s.to_dict() for s in segments]}
-    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def write_csv(segments: Sequence[Segment], path: str | os.PathLike, *,
@@ -570,6 +574,10 @@ def write_csv(segments: Sequence[Segment], path: str | os.PathLike, *,
     ``classes`` fixes the score columns (default: the first segment's classes), so an empty
     timeline still gets the full header.
     """
+    return atomic_write_text(path, _csv_text(segments, classes=classes))
+
+
+def _csv_text(segments: Sequence[Segment], *, classes: Sequence[str] | None) -> str:
     if classes is None:
         classes = list(segments[0].scores) if segments else []
     buf = io.StringIO()
@@ -578,7 +586,7 @@ def write_csv(segments: Sequence[Segment], path: str | os.PathLike, *,
     for s in segments:
         writer.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.label, f"{s.confidence:.6f}",
                          *(f"{s.scores.get(c, float('nan')):.6f}" for c in classes)])
-    return atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
 
 
 #: Row lengths for long plots: the shortest that needs at most `_MAX_ROWS` rows is used.
@@ -606,6 +614,10 @@ def plot_timeline(segments: Sequence[Segment], path: str | os.PathLike, *, class
     title : str
         Figure title, e.g. the file name.
     """
+    return atomic_write_bytes(path, _png_bytes(segments, classes=classes, duration=duration, title=title))
+
+
+def _png_bytes(segments: Sequence[Segment], *, classes: Sequence[str], duration: float, title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -650,7 +662,7 @@ def plot_timeline(segments: Sequence[Segment], path: str | os.PathLike, *, class
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _clock(t: float) -> str:
@@ -662,10 +674,44 @@ def _clock(t: float) -> str:
 
 def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, source: str | os.PathLike | None,
                   duration: float, classes: Sequence[str]) -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png``; returns the paths by kind."""
+    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png``; returns the paths by kind.
+
+    All three or none: each is rendered in memory first, then written atomically; if
+    one cannot be written, those already written by this call are removed.
+
+    Raises
+    ------
+    OutputError
+        A file cannot be written (one line naming it).
+    """
     stem = Path(stem)
     name = stem.name
-    return {"json": write_json(segments, stem.with_name(name + ".json"), source=source, duration=duration),
-            "csv": write_csv(segments, stem.with_name(name + ".csv"), classes=classes),
-            "png": plot_timeline(segments, stem.with_name(name + ".png"), classes=classes, duration=duration,
-                                 title=Path(source).name if source is not None else "")}
+    payloads = {
+        "json": _json_text(segments, source=source, duration=duration).encode(),
+        "csv": _csv_text(segments, classes=classes).encode(),
+        "png": _png_bytes(segments, classes=classes, duration=duration,
+                          title=Path(source).name if source is not None else ""),
+    }
+    written: dict[str, Path] = {}
+    for kind, data in payloads.items():
+        path = stem.with_name(f"{name}.{kind}")
+        try:
+            written[kind] = atomic_write_bytes(path, data)
+        except OSError as exc:
+            for done in written.values():
+                done.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write the timeline ({exc.strerror or exc})") from None
+    return written
+
+
+def check_writable(stem: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` now if files next to ``stem`` cannot be created (before hours of work)."""
+    import tempfile
+
+    folder = Path(stem).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write the timeline there ({exc.strerror or exc})") from None
