@@ -431,8 +431,13 @@ def _lines(result: dict) -> list[tuple[str, str]]:
         value = result.get(key)
         if isinstance(value, str) or value is None:
             rows.append((label, str(value)))
-        else:
+            return
+        start = len(rows)
+        try:
             render(value)
+        except Exception as exc:  # noqa: BLE001 - an odd value (a hand-edited config.json) must not stop the report
+            del rows[start:]
+            rows.append((label, f"unavailable: {type(exc).__name__}: {exc}"))
 
     def ser(v):
         rows.append(("ser", f"{v['version']} from {_home(v['path'])}"))
