@@ -542,6 +542,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ser.doctor import failed_models, format_report, report
+
+    result = report(full=args.full)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    failed = failed_models(result)
+    if failed:
+        print(f"error: bundled model {', '.join(failed)} failed its checksums; reinstall ser", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # --- parser -----------------------------------------------------------------
 
 DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
@@ -679,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
     p.add_argument("--out", help="file to write (default: <model name>.<format>)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("doctor", parents=[common], help="versions, CPU, models and caches, for bug reports")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--full", action="store_true", help="also hash the Whisper encoder's weights (145 MB)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
