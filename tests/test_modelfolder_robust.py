@@ -12,9 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from ser.config import Config
 from ser.errors import ModelError, SERError
-from ser.inference import PRETRAINED_DIR, Recognizer, write_checksums
+from ser.inference import (CHECKSUMS, PRETRAINED_DIR, Recognizer, _read_config, _read_labels, _read_metrics,
+                           verify_checksums, write_checksums)
 
 FAST = PRETRAINED_DIR / "fast"
 DEFAULT = PRETRAINED_DIR / "default"
@@ -31,9 +35,10 @@ def fast(tmp_path) -> Path:
 
 @pytest.fixture()
 def adapted(fast) -> Path:
-    """The fast copy with a speaker-adapted head: default's speaker statistics, fast's own network as the head.
+    """The fast copy with a speaker-adapted head: fast's own network as the head, default's speaker statistics.
 
-    Mismatched on purpose (the load does not run the head); it keeps the folder small.
+    The statistics are for other features (the load does not apply them); borrowing
+    the small files keeps the folder at about 1.5 MB instead of default's 60 MB.
     """
     shutil.copyfile(DEFAULT / "speakers.npz", fast / "speakers.npz")
     shutil.copyfile(fast / "model.keras", fast / "adapted.keras")
@@ -64,6 +69,11 @@ def replace(folder: Path, name: str, data: bytes, *, resum: bool = True) -> Path
 def test_sums_of_random_bytes_are_refused(fast):
     """Bytes that are not UTF-8 text name the file, not a UnicodeDecodeError."""
     refused(replace(fast, "SHA256SUMS", JUNK, resum=False), r"SHA256SUMS: not UTF-8 text")
+
+
+def test_sums_with_flipped_bytes_are_refused(tampered):
+    """Four bytes flipped inside a digest make the listing undecodable: named, not a traceback."""
+    refused(tampered(FAST, "SHA256SUMS"), r"SHA256SUMS: not UTF-8 text \(byte \d+ is 0x")
 
 
 def _sums_with(folder: Path, line: str, *, where: int = 1) -> Path:
@@ -167,6 +177,30 @@ def test_unreadable_adapted_head_is_refused_at_load_time(adapted, name, runtime,
     refused(replace(adapted, name, JUNK * 64), match, runtime=runtime)
 
 
+def test_speaker_statistics_without_a_head_are_refused(adapted):
+    """speakers.npz comes with an adapted head; without one the load fails now, not at the first speaker."""
+    for name in ("adapted.keras", "adapted.onnx"):
+        (adapted / name).unlink()
+    write_checksums(adapted)
+    refused(adapted, r"adapted.keras: missing; speakers.npz comes with the adapted head")
+
+
+@pytest.mark.parametrize("runtime", ["auto", "keras"])
+def test_network_must_fit_the_config(fast, runtime):
+    """A config.json whose features or classes do not fit the network is refused (checksums redone)."""
+    config = json.loads((FAST / "config.json").read_text())
+    network = "model.onnx" if runtime == "auto" else "model.keras"
+    config["features"]["n_mfcc"] = 30
+    replace(fast, "config.json", json.dumps(config).encode())
+    refused(fast, rf"{network}: takes features of shape \(32, 151\), but config.json gives \(30, 151\)",
+            runtime=runtime)
+    config["features"]["n_mfcc"] = 32
+    config["classes"] = config["classes"][:-1]
+    replace(fast, "config.json", json.dumps(config).encode())
+    replace(fast, "labels.json", json.dumps(config["classes"]).encode())
+    refused(fast, rf"{network}: outputs 8 classes, but labels.json has 7", runtime=runtime)
+
+
 def test_adapted_folder_loads(adapted):
     """The fixture itself is a loadable folder (the refusals above are the damage, not the set-up)."""
     rec = Recognizer.load(adapted)
@@ -193,3 +227,152 @@ def test_unused_unlisted_files_are_ignored(fast):
 def test_model_error_is_a_ser_error():
     """Callers catching SERError catch every refusal above."""
     assert issubclass(ModelError, SERError)
+
+
+# --- 3. properties: random and mutated contents ------------------------------
+
+SMALL_FILES = ("SHA256SUMS", "labels.json", "metrics.json", "config.json")
+#: Whole loads per example cost about 10 ms (the fast model on ONNX Runtime, plus redoing
+#: the checksums of its 1 MB), and the validators below already take the profile's
+#: 2000 examples per file: 50 whole loads per file check that the validators are the
+#: ones the load uses, at about a second each.
+LOADS = settings(max_examples=min(50, settings.default.max_examples))
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+
+
+def mutations(real: bytes) -> st.SearchStrategy[bytes]:
+    """``real`` with one byte replaced, inserted or deleted."""
+    def apply(edit: tuple[str, int, int]) -> bytes:
+        kind, i, byte = edit
+        i %= len(real)
+        tail = real[i + 1:] if kind in ("replace", "delete") else real[i:]
+        return real[:i] + (b"" if kind == "delete" else bytes([byte])) + tail
+
+    return st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 1 << 20),
+                     st.integers(0, 255)).map(apply)
+
+
+def leaf_swaps(real: bytes) -> st.SearchStrategy[bytes]:
+    """``real`` (a JSON object) with one value anywhere in it replaced by random JSON."""
+    data = json.loads(real)
+    paths = []
+
+    def walk(node, path):
+        paths.append(path)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, (*path, i))
+
+    walk(data, ())
+
+    def apply(swap) -> bytes:
+        path, value = swap
+        if not path:
+            return json.dumps(value).encode()
+        copy = json.loads(real)
+        node = copy
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return json.dumps(copy).encode()
+
+    return st.tuples(st.sampled_from(paths), json_values).map(apply)
+
+
+def contents(name: str) -> st.SearchStrategy[bytes]:
+    """Random bytes, random text, random JSON, and one-byte mutations of the real files called ``name``."""
+    reals = [(folder / name).read_bytes() for folder in (FAST, DEFAULT)]
+    kinds = [st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+             json_values.map(lambda v: json.dumps(v).encode()), st.sampled_from(reals).flatmap(mutations)]
+    if name.endswith(".json"):
+        kinds.append(st.sampled_from(reals).flatmap(leaf_swaps))
+    return st.one_of(kinds)
+
+
+def sums_listings() -> st.SearchStrategy[bytes]:
+    """SHA256SUMS-like text: real lines, real lines mutated, and made-up ``digest  name`` lines."""
+    real = (FAST / CHECKSUMS).read_text().splitlines()
+    names = st.sampled_from([line[66:] for line in real]) | st.text(max_size=12)
+    digests = st.sampled_from([line[:64] for line in real]) | st.text("0123456789abcdefABCDEF", max_size=66)
+    made_up = st.tuples(digests, st.sampled_from(["  ", " *", " ", "   ", "\t"]), names).map("".join)
+    any_line = st.sampled_from(real) | made_up | st.text(max_size=80)
+    # The real listing in any order with one line added, replaced or dropped: often still valid.
+    edited = st.tuples(st.permutations(real), st.integers(0, len(real)), st.sampled_from(["add", "replace", "drop"]),
+                       any_line).map(_edit_lines)
+    lines = st.lists(any_line, max_size=12) | edited
+    ends = st.sampled_from(["\n", "\r\n"])
+    return st.tuples(lines, ends).map(lambda t: (t[1].join(t[0]) + t[1]).encode()) | contents(CHECKSUMS)
+
+
+def _edit_lines(edit: tuple[list[str], int, str, str]) -> list[str]:
+    lines, i, kind, line = edit
+    if kind == "add":
+        return [*lines[:i], line, *lines[i:]]
+    return [*lines[:i], *([line] if kind == "replace" else []), *lines[i + 1:]]
+
+
+def outcome(call, *args, **kwargs):
+    """``call(*args)``'s result, or its ModelError, which must be one line; anything else fails the test."""
+    try:
+        return call(*args, **kwargs)
+    except ModelError as exc:
+        assert str(exc) and "\n" not in str(exc) and "\r" not in str(exc), repr(str(exc))
+        return exc
+
+
+@given(data=sums_listings())
+def test_any_sums_file_verifies_or_is_refused(fast, data):
+    """verify_checksums on any SHA256SUMS: the verified listing of plain files, or one ModelError line."""
+    (fast / CHECKSUMS).write_bytes(data)
+    listed = outcome(verify_checksums, fast)
+    event(type(listed).__name__)
+    if not isinstance(listed, ModelError):
+        assert listed and {"model.keras", "config.json", "labels.json"} <= set(listed)
+        assert all((fast / name).is_file() and (fast / name).parent == fast for name in listed)
+
+
+@given(data=contents("labels.json"))
+def test_any_labels_file_reads_or_is_refused(tmp_path, data):
+    """_read_labels on any bytes: a list of strings, or one ModelError line."""
+    (tmp_path / "labels.json").write_bytes(data)
+    labels = outcome(_read_labels, tmp_path)
+    assert isinstance(labels, ModelError) or all(isinstance(label, str) for label in labels)
+
+
+@given(data=contents("metrics.json"))
+def test_any_metrics_file_reads_or_is_refused(tmp_path, data):
+    """_read_metrics on any bytes: a dict, or one ModelError line."""
+    (tmp_path / "metrics.json").write_bytes(data)
+    assert isinstance(outcome(_read_metrics, tmp_path), (dict, ModelError))
+
+
+@given(data=contents("config.json"))
+def test_any_config_file_reads_or_is_refused(tmp_path, data):
+    """_read_config on any bytes: a validated Config, or one ModelError line naming config.json."""
+    (tmp_path / "config.json").write_bytes(data)
+    config = outcome(_read_config, tmp_path)
+    assert isinstance(config, Config) or "config.json: " in str(config)
+
+
+@pytest.mark.parametrize("name", SMALL_FILES)
+def test_any_small_file_loads_or_is_refused(fast, name):
+    """Whole loads of the fast model with one small file replaced (checksums redone but for SHA256SUMS itself)."""
+    strategy = sums_listings() if name == CHECKSUMS else contents(name)
+
+    @LOADS
+    @given(data=strategy)
+    def check(data):
+        (fast / name).write_bytes(data)
+        if name != CHECKSUMS:
+            write_checksums(fast)
+        result = outcome(Recognizer.load, fast)
+        assert isinstance(result, (Recognizer, ModelError))
+
+    check()

@@ -230,6 +230,8 @@ class Recognizer:
         use_onnx = runtime != "keras" and _uses(folder, listed, ONNX_FILE)
         if runtime == "onnx" and not use_onnx:
             raise ModelError(f"{folder / ONNX_FILE}: ONNX model not found (runtime='onnx')")
+        # The cheap checks first: a damaged folder fails before TensorFlow or the encoder load.
+        adapted, speaker_norm = _read_adapted(folder, listed, config, onnx=use_onnx)
         if use_onnx:
             runner = _open_onnx(folder / ONNX_FILE, config)
             # Read on first use (the model property) or by save: refuse one that is no archive now.
@@ -241,7 +243,6 @@ class Recognizer:
             from ser.encoders import WhisperEncoder
 
             encoder = _load_part(folder / ENCODER_FILE, WhisperEncoder.from_npz)
-        adapted, speaker_norm = _read_adapted(folder, listed, config, onnx=runner is not None)
         return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner, adapted=adapted,
                    speaker_norm=speaker_norm)
 
