@@ -22,7 +22,11 @@ from ser.labels import EMOTIONS
 def _check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                  *, low_open: bool = False) -> None:
     # NaN passes every comparison and inf every lower bound: refuse both first.
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer past the float range (JSON allows 4300 digits)
+        raise ConfigError(f"{name}={value!r}: expected a number within the float range") from None
+    if not finite:
         raise ConfigError(f"{name}={value!r}: expected a finite number")
     if low is not None and (value <= low if low_open else value < low):
         bound = f"> {low}" if low_open else f">= {low}"
@@ -369,14 +373,25 @@ class Config:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Config:
-        """Read a config saved by :meth:`save` (or written by hand)."""
+        """Read a config saved by :meth:`save` (or written by hand).
+
+        Raises
+        ------
+        ConfigError
+            Missing file, bytes that are not UTF-8 JSON, or an invalid config (one line).
+        """
         try:
-            data = json.loads(Path(path).read_text())
+            # Decoded here, not by json.loads(bytes): that would guess UTF-16/32 from the first bytes.
+            data = json.loads(Path(path).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc).splitlines()[0]
-            raise ConfigError(f"{path}: not a readable JSON config ({reason})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a readable JSON config (not UTF-8 text: byte {exc.start} is "
+                              f"{exc.object[exc.start]:#04x})") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            # ValueError: JSONDecodeError, or an integer past Python's 4300-digit limit;
+            # RecursionError: lists or objects nested thousands deep.
+            raise ConfigError(f"{path}: not a readable JSON config ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data)
@@ -420,7 +435,10 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}={value!r}: expected a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past the float range (JSON allows 4300 digits)
+            raise ConfigError(f"{name}={value!r}: expected a number within the float range") from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}={value!r}: expected a string")

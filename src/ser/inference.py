@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import reprlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,9 +193,10 @@ class Recognizer:
     def load(cls, path: str | os.PathLike | None = None, *, runtime: str = "auto") -> Recognizer:
         """Load a model folder (default: the bundled model).
 
-        Checksums in ``SHA256SUMS`` are verified first; the Keras file is loaded
-        in safe mode and the ONNX file is a plain graph, so no code from the
-        folder is ever executed.
+        Checksums in ``SHA256SUMS`` are verified first, and only listed files are
+        read; the Keras file is loaded in safe mode and the ONNX file is a plain
+        graph, so no code from the folder is ever executed. Files read later (the
+        Keras model under ONNX Runtime, the speaker-adapted head) are checked now.
 
         Parameters
         ----------
@@ -206,44 +210,39 @@ class Recognizer:
         Raises
         ------
         ModelError
-            Missing folder or file, unknown bundled name, checksum mismatch, or an
-            unreadable model.
+            One line naming the file: missing folder or file, unknown bundled name,
+            malformed ``SHA256SUMS``, checksum mismatch, a file used but not listed,
+            malformed JSON (config, labels, metrics), an unreadable network or array
+            file, or a network that does not fit the config's features or classes.
         """
         if runtime not in ("auto", "onnx", "keras"):
             raise ValueError(f"runtime={runtime!r}: expected 'auto', 'onnx' or 'keras'")
         folder = resolve_model(path)
-        verify_checksums(folder)
-        try:
-            config = Config.load(folder / "config.json")
-        except ConfigError as exc:
-            raise ModelError(f"{folder / 'config.json'}: {exc}") from None
-        labels = json.loads((folder / "labels.json").read_text())
-        if list(labels) != list(config.classes):
-            raise ModelError(f"{folder / 'labels.json'}: classes {labels} differ from config {list(config.classes)}")
+        # Every file read below is listed in SHA256SUMS and verified first (see _uses).
+        listed = verify_checksums(folder)
+        config = _read_config(folder)
+        labels = _read_labels(folder)
+        if labels != list(config.classes):
+            raise ModelError(f"{folder / 'labels.json'}: classes {_excerpt(labels)} differ from config "
+                             f"{list(config.classes)}")
+        metadata = _read_metrics(folder) if _uses(folder, listed, "metrics.json") else {}
         model = runner = None
-        if runtime == "keras" or (runtime == "auto" and not (folder / ONNX_FILE).exists()):
-            model = _load_keras(folder / "model.keras")
+        use_onnx = runtime != "keras" and _uses(folder, listed, ONNX_FILE)
+        if runtime == "onnx" and not use_onnx:
+            raise ModelError(f"{folder / ONNX_FILE}: ONNX model not found (runtime='onnx')")
+        # The cheap checks first: a damaged folder fails before TensorFlow or the encoder load.
+        adapted, speaker_norm = _read_adapted(folder, listed, config, onnx=use_onnx)
+        if use_onnx:
+            runner = _open_onnx(folder / ONNX_FILE, config)
+            # Read on first use (the model property) or by save: refuse one that is no archive now.
+            _check_keras_archive(folder / "model.keras")
         else:
-            from ser.export import OnnxRunner
-
-            # One thread: the graph (a small CNN or MLP head) is a small part of the work, and
-            # in predict_files it runs beside the decoding workers, which already fill the
-            # cores (on 480 clips with the fast model: 0.61-0.71 s instead of 0.81-0.83 s).
-            runner = OnnxRunner(folder / ONNX_FILE, threads=1)
-        metadata = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+            model = _open_keras(folder / "model.keras", config)
         encoder = None
-        if (folder / ENCODER_FILE).exists():
+        if _uses(folder, listed, ENCODER_FILE):
             from ser.encoders import WhisperEncoder
 
-            encoder = WhisperEncoder.from_npz(folder / ENCODER_FILE)
-        adapted = speaker_norm = None
-        if (folder / SPEAKER_NORM).exists():
-            from ser.speakers import SpeakerNorm
-
-            speaker_norm = SpeakerNorm.load(folder / SPEAKER_NORM)
-            # Loaded on first use (see the adapted property); the checksums are already verified.
-            use_onnx = runner is not None and (folder / ADAPTED_ONNX).exists()
-            adapted = folder / (ADAPTED_ONNX if use_onnx else ADAPTED_KERAS)
+            encoder = _load_part(folder / ENCODER_FILE, WhisperEncoder.from_npz)
         return cls(model, config, metadata=metadata, path=folder, encoder=encoder, runner=runner, adapted=adapted,
                    speaker_norm=speaker_norm)
 
@@ -806,32 +805,250 @@ def write_checksums(folder: str | os.PathLike) -> Path:
     return atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
 
 
-def verify_checksums(folder: str | os.PathLike) -> None:
+def verify_checksums(folder: str | os.PathLike) -> dict[str, str]:
     """Refuse a model folder whose files are missing or differ from ``SHA256SUMS``.
+
+    Returns
+    -------
+    dict
+        ``file name -> hex digest`` of every listed (and now verified) file.
 
     Raises
     ------
     ModelError
-        Naming the first missing or altered file.
+        A missing or malformed ``SHA256SUMS`` (naming its bad line), or the first
+        missing or altered file.
     """
     folder = Path(folder)
-    sums = folder / CHECKSUMS
-    if not sums.exists():
-        raise ModelError(f"{folder}: no {CHECKSUMS} file; not a ser model folder")
-    listed = {}
-    for line in sums.read_text().splitlines():
-        if line.strip():
-            digest, _, name = line.partition("  ")
-            listed[name.strip()] = digest.strip()
+    listed = _read_sums(folder)
     for name in MODEL_FILES:
         if name not in listed:
             raise ModelError(f"{folder}: {name} is not listed in {CHECKSUMS}")
     for name, digest in listed.items():
         file = folder / name
-        if "/" in name or not file.is_file():
+        if not file.is_file():
             raise ModelError(f"{file}: missing from the model folder")
-        if sha256_file(file) != digest:
+        try:
+            actual = sha256_file(file)
+        except OSError as exc:
+            raise ModelError(f"{file}: cannot read ({exc.strerror or exc})") from None
+        if actual != digest:
             raise ModelError(f"{file}: checksum mismatch; the file was modified or damaged")
+    return listed
+
+
+#: A SHA256SUMS line as sha256sum writes it: 64 hex digits, a space, then a space
+#: (text mode) or "*" (binary mode), then the file name.
+_SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
+#: Short one-line reprs of untrusted values for error messages (a huge or deeply nested
+#: JSON value would otherwise make a huge message, or overflow the stack).
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 3, 60, 60
+
+
+def _excerpt(value) -> str:
+    return _EXCERPT.repr(value)
+
+
+def _read_sums(folder: Path) -> dict[str, str]:
+    """``file name -> hex digest`` from ``folder/SHA256SUMS``, every line checked.
+
+    Raises
+    ------
+    ModelError
+        No such file, bytes that are not UTF-8, no entries, or a malformed line: no
+        digest, a digest other than 64 hex digits, a name that is not a plain file
+        in the folder (``/``, ``..``, absolute), a duplicate, an empty line. The
+        message names the file, the line's number and its text.
+    """
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        raise ModelError(f"{folder}: no {CHECKSUMS} file; not a ser model folder")
+    lines = _read_text(sums).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise ModelError(f"{sums}: empty; not a ser model folder")
+    listed: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            name, digest = _sums_entry(line.removesuffix("\r"), listed)  # "\r": written on Windows
+        except ValueError as exc:
+            raise ModelError(f"{sums}: line {number}: {exc} (read {_excerpt(line)})") from None
+        listed[name] = digest
+    return listed
+
+
+def _sums_entry(line: str, listed: Mapping[str, str]) -> tuple[str, str]:
+    """``(name, digest)`` of one SHA256SUMS line; a ValueError says what is wrong with it."""
+    if not line.strip():
+        raise ValueError("empty line")
+    match = _SUMS_LINE.fullmatch(line)
+    if match is None:
+        raise ValueError("expected '<64 hex digits>  <file name>'")
+    digest, name = match.group(1).lower(), match.group(2)
+    # Only files directly in the folder: a name that climbs out of it (../x, /etc/x) or
+    # into a sub-folder would make the checksums vouch for files the folder does not hold.
+    if (name in (".", "..") or "/" in name or "\\" in name or not name.isprintable()
+            or name != name.strip()):
+        raise ValueError(f"{_excerpt(name)} is not a plain file name in the folder")
+    if name == CHECKSUMS:
+        raise ValueError("the file lists itself")
+    if name in listed:
+        raise ValueError(f"{name} listed twice")
+    return name, digest
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``; a ModelError for a file that cannot be read or decoded."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})") from None
+
+
+def _read_json(path: Path):
+    """The JSON value in ``path``; a one-line ModelError for bytes that are not UTF-8 JSON."""
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, or an integer past Python's 4300-digit limit;
+        # RecursionError: lists or objects nested thousands deep.
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _read_config(folder: Path) -> Config:
+    """The validated ``folder/config.json``; a ModelError naming the file for any problem."""
+    path = folder / "config.json"
+    try:
+        return Config.load(path)
+    except ConfigError as exc:
+        # Config.load names the file when it cannot read it, but not for a bad field.
+        message = _one_line(str(exc))
+        raise ModelError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+
+
+def _read_labels(folder: Path) -> list[str]:
+    """The class names in ``folder/labels.json`` (a JSON list of strings)."""
+    path = folder / "labels.json"
+    labels = _read_json(path)
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ModelError(f"{path}: expected a JSON list of class names, got {_excerpt(labels)}")
+    return labels
+
+
+def _read_metrics(folder: Path) -> dict:
+    """The recorded metrics in ``folder/metrics.json`` (a JSON object)."""
+    path = folder / "metrics.json"
+    metrics = _read_json(path)
+    if not isinstance(metrics, dict):
+        raise ModelError(f"{path}: expected a JSON object of metrics, got {_excerpt(metrics)}")
+    return metrics
+
+
+def _uses(folder: Path, listed: Mapping[str, str], name: str) -> bool:
+    """Whether the load reads the optional ``folder/name``: only when listed, so verified.
+
+    A file present but not listed is refused rather than ignored or used unverified.
+    """
+    if name in listed:
+        return True
+    if (folder / name).exists():
+        raise ModelError(f"{folder / name}: not listed in {CHECKSUMS}; refusing to use an unverified file")
+    return False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _load_part(path: Path, load, **kwargs):
+    """``load(path, **kwargs)``, any failure raised as a one-line ModelError naming ``path``."""
+    try:
+        return load(path, **kwargs)
+    except ModelError as exc:
+        message = _one_line(str(exc))
+    except Exception as exc:  # noqa: BLE001 - numpy, zipfile, ONNX Runtime and Keras raise many types
+        message = _one_line(f"cannot load ({type(exc).__name__}: {exc})")
+    raise ModelError(message if str(path) in message else f"{path}: {message}")
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` file that is not a zip holding a Keras config and weights.
+
+    Cheap (the zip directory only): for the files read on first use, not at load time.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, but also EOFError, ValueError... on crafted bytes
+        raise ModelError(_one_line(f"{path}: not a Keras archive ({type(exc).__name__}: {exc})")) from None
+    if not {"config.json", "model.weights.h5"} <= names:
+        raise ModelError(f"{path}: not a Keras archive (no config.json and model.weights.h5 in the zip)")
+
+
+def _check_network(path: Path, input_shape, output_shape, config: Config) -> None:
+    """Refuse a network whose input or output does not fit ``config``'s features and classes."""
+    from ser.features import feature_shape
+
+    expected = feature_shape(config.audio, config.features)
+    if not isinstance(input_shape, tuple) or len(input_shape) != 4:
+        raise ModelError(f"{path}: takes inputs of shape {input_shape}, expected (batch, *{expected}, 1)")
+    if None not in input_shape[1:3] and tuple(input_shape[1:3]) != expected:
+        raise ModelError(f"{path}: takes features of shape {tuple(input_shape[1:3])}, but config.json "
+                         f"gives {expected}")
+    n_classes = output_shape[-1] if isinstance(output_shape, tuple) and output_shape else None
+    if n_classes is not None and n_classes != len(config.classes):
+        raise ModelError(f"{path}: outputs {n_classes} classes, but labels.json has {len(config.classes)}")
+
+
+def _open_onnx(path: Path, config: Config):
+    """An ONNX Runtime session (one thread) on ``path``, checked against ``config``."""
+    from ser.export import OnnxRunner
+
+    # One thread: the graph (a small CNN or MLP head) is a small part of the work, and
+    # in predict_files it runs beside the decoding workers, which already fill the
+    # cores (on 480 clips with the fast model: 0.61-0.71 s instead of 0.81-0.83 s).
+    runner = _load_part(path, OnnxRunner, threads=1)
+    _check_network(path, runner.input_shape, (runner.n_classes,), config)
+    return runner
+
+
+def _open_keras(path: Path, config: Config):
+    """The Keras model in ``path`` (safe mode), checked against ``config``."""
+    _check_keras_archive(path)
+    model = _load_part(path, _load_keras)
+    _check_network(path, getattr(model, "input_shape", None), getattr(model, "output_shape", None), config)
+    return model
+
+
+def _read_adapted(folder: Path, listed: Mapping[str, str], config: Config, *, onnx: bool):
+    """``(adapted head path, SpeakerNorm)`` of the folder, or ``(None, None)`` without speakers.npz.
+
+    The head itself loads on first use (see :attr:`Recognizer.adapted`), but its
+    files are checked now: both must be listed (save copies both), the Keras one
+    must be an archive, and the ONNX one, when it is the one used, must open
+    (about 20 ms for the default model's head, against 0.7 s for its whole load).
+    """
+    if not _uses(folder, listed, SPEAKER_NORM):
+        return None, None
+    from ser.speakers import SpeakerNorm
+
+    speaker_norm = _load_part(folder / SPEAKER_NORM, SpeakerNorm.load)
+    has_onnx, has_keras = (_uses(folder, listed, name) for name in (ADAPTED_ONNX, ADAPTED_KERAS))
+    if has_keras:
+        _check_keras_archive(folder / ADAPTED_KERAS)
+    if onnx and has_onnx:
+        _open_onnx(folder / ADAPTED_ONNX, config)
+        return folder / ADAPTED_ONNX, speaker_norm
+    if not has_keras:
+        raise ModelError(f"{folder / ADAPTED_KERAS}: missing; {SPEAKER_NORM} comes with the adapted head")
+    return folder / ADAPTED_KERAS, speaker_norm
 
 
 def _features_line(config: Config) -> str:
