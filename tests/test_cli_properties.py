@@ -34,7 +34,7 @@ OPTIONS = ["--model", "--json", "--csv", "--batch-size", "--jobs", "--runtime", 
            "--protocol", "--folds", "--inner-folds", "--grid", "--format", "--corpus", "--cache", "--no-cache",
            "-q", "-v", "--version", "--help", "--full", "--"]
 VALUES = ["fast", "clip.wav", "clip.flac", "noise.wav", "silent.wav", "text.wav", "empty.wav", "missing.wav",
-          "-", "0", "-3", "1", "2", "1e9", "nan", "", " ", "..", "../x", "/", ".", "sub", "results.jsonl",
+          "-", "0", "-3", "1", "2", "1e9", "nan", "", " ", "../x", ".", "sub", "results.jsonl",
           "results.csv", "x.json", "manifest.csv", "onnx", "keras", "auto", "si6", "seed-split",
           "group-kfold", "tiny", "train.epochs=0", "train.epochs=abc", "bogus.field=1", "anna", "../anna",
           "é☃", "a" * 300, "*.wav", "**/*.flac", "\x00"]

@@ -390,7 +390,10 @@ class Recognizer:
         if len(clips) == 0:
             raise AudioError(f"speaker {speaker!r}: no enrolment clips given")
         feats = [self.features(*clip) if isinstance(clip, tuple) else self._load(clip)[0] for clip in clips]
-        profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), self.features_id)
+        from datetime import datetime, timezone
+
+        profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), self.features_id,
+                                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         if save:
             profile.save(folder)
         return profile
@@ -452,7 +455,8 @@ class Recognizer:
         a = self.config.audio
         duration = _seconds(y, sr)
         if duration > a.max_duration:
-            raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip")
+            raise AudioError(f"audio: {duration:.1f} s is longer than the {a.max_duration:g} s limit for one clip "
+                             "(use ser.timeline for long recordings)")
         return _finite(self._features(audio_mod.prepare(y, sr, sr=a.sample_rate, min_duration=a.min_duration)),
                        "audio")
 
