@@ -19,6 +19,7 @@ corpus's labels to :data:`ser.labels.EMOTIONS` with
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -47,6 +48,13 @@ CORPORA: tuple[str, ...] = ("ravdess", "crema-d", "tess", "savee", "emodb")
 UNRECOGNISED = "unrecognised file name"
 #: Key of :func:`index_corpus`'s drop counts for RAVDESS song and video files (modality/channel not 03-01).
 RAVDESS_NON_SPEECH = "RAVDESS song or video"
+#: Key of :func:`index_corpus`'s drop counts for symbolic links that point (in the end) back at themselves.
+SYMLINK_LOOP = "symbolic link loop"
+#: Key of :func:`index_corpus`'s drop counts for audio-named symbolic links to nothing.
+BROKEN_LINK = "broken symbolic link"
+#: Key of :func:`index_corpus`'s drop counts for symbolic links to folders, which indexing does not follow
+#: (following them could index a tree twice or outside the corpus; pass the target folder instead).
+LINKED_FOLDER = "symbolic link to a folder (not followed)"
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 
@@ -125,10 +133,10 @@ def index_ravdess(root: str | os.PathLike) -> list[Clip]:
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
+    files, links = _scan(root)
+    _warn_links(root, links)
     clips, skipped = [], 0
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
-            continue
+    for path in files:
         clip = parse_ravdess_name(path)
         if clip is None:
             skipped += 1
@@ -138,6 +146,7 @@ def index_ravdess(root: str | os.PathLike) -> list[Clip]:
         log.warning("%s: skipped %d audio files that are not RAVDESS speech clips", root, skipped)
     if not clips:
         raise ManifestError(f"{root}: no RAVDESS speech clips (expected Actor_XX/03-01-EE-II-SS-RR-AA.wav)")
+    _refuse_same_file(root, clips, files)
     return clips
 
 
@@ -292,14 +301,59 @@ def parse_corpus_name(path: str | os.PathLike, corpus: str) -> Clip | None:
     return _parse(Path(path), _check_corpus(corpus, auto=False))[0]
 
 
-def _audio_files(root: Path) -> list[Path]:
-    return [p for p in sorted(root.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+def _scan(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """Audio files under ``root`` (sorted), and the symbolic links left out, by drop-count key.
+
+    ``rglob`` neither follows links to folders nor says why an audio-named link is not a
+    file; both would otherwise vanish without a word, so they are sorted out here:
+    loops (:data:`SYMLINK_LOOP`, whatever their name), audio-named links to nothing
+    (:data:`BROKEN_LINK`) and links to folders (:data:`LINKED_FOLDER`). Links to files are
+    ordinary files (their clips carry the resolved path).
+    """
+    files: list[Path] = []
+    links: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        if audio and path.is_file():
+            files.append(path)
+        elif path.is_symlink():
+            try:
+                target_is_dir = path.is_dir()
+                os.stat(path)  # is_dir() says False for loops and dangling links; stat tells them apart
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    links.setdefault(SYMLINK_LOOP, []).append(path)
+                elif audio:
+                    links.setdefault(BROKEN_LINK, []).append(path)
+                continue
+            if target_is_dir:
+                links.setdefault(LINKED_FOLDER, []).append(path)
+    return files, links
 
 
-def _detect_corpus(root: Path, files: list[Path]) -> str:
+def _warn_links(root: Path, links: dict[str, list[Path]]) -> None:
+    if links:
+        first = min(p for paths in links.values() for p in paths)
+        log.warning("%s: skipped %d symbolic links (%s); first: %s", root, sum(map(len, links.values())),
+                    ", ".join(f"{k}: {len(v)}" for k, v in sorted(links.items())), first)
+
+
+def _refuse_same_file(root: Path, clips: list[Clip], files: list[Path]) -> None:
+    """Refuse one file indexed as two clips (a link to a clip of the same folder), naming both entries."""
+    counts = Counter(c.path for c in clips)
+    twice = sorted(p for p, n in counts.items() if n > 1)
+    if twice:
+        names = [str(f) for f in files if f.resolve() == twice[0]]  # only on the way to the error
+        raise ManifestError(f"{root}: {' and '.join(names[:2])} are the same audio file ({twice[0]}); remove one "
+                            "(a clip listed twice lands in a training and a test fold at once)")
+
+
+def _detect_corpus(root: Path, files: list[Path], links: dict[str, list[Path]] | None = None) -> str:
     """Majority vote of the corpus naming conventions over the audio files of ``root``."""
     if not files:
-        raise ManifestError(f"{root}: no audio files; cannot detect the corpus")
+        skipped = ", ".join(f"{k}: {len(v)}" for k, v in sorted((links or {}).items()))
+        raise ManifestError(f"{root}: no audio files; cannot detect the corpus" + (f" (skipped {skipped})"
+                                                                                    if skipped else ""))
     votes = Counter({corpus: sum(_matches(p, corpus) for p in files) for corpus in CORPORA})
     best = max(votes.values())
     if best == 0:
@@ -354,21 +408,26 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
     dropped : dict
         Audio files left out, counted by reason: the English name of a label with no
         counterpart (``{"boredom": 81}``), :data:`UNRECOGNISED` for names that follow
-        no convention of the corpus, :data:`RAVDESS_NON_SPEECH`. Also logged at WARNING.
+        no convention of the corpus, :data:`RAVDESS_NON_SPEECH`; and symbolic links that
+        cannot be indexed: :data:`SYMLINK_LOOP`, :data:`BROKEN_LINK`, :data:`LINKED_FOLDER`
+        (indexing never follows links to folders). Also logged at WARNING, links with the
+        first one's path.
 
     Raises
     ------
     ManifestError
         If ``corpus`` is unknown, ``root`` is not a folder, auto-detection finds no (or a
-        tied) convention, no clip is left, or a RAVDESS name has an impossible field value.
+        tied) convention, no clip is left, a RAVDESS name has an impossible field value,
+        or two entries are one file (a link to a clip of the same folder; naming both).
     """
     corpus = _check_corpus(corpus, auto=True)
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
-    files = _audio_files(root)
+    files, links = _scan(root)
+    _warn_links(root, links)
     if corpus == "auto":
-        corpus = _detect_corpus(root, files)
+        corpus = _detect_corpus(root, files, links)
     genders = _crema_d_genders(root) if corpus == "crema-d" else {}
     clips: list[Clip] = []
     dropped: Counter = Counter()
@@ -385,13 +444,16 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
         clips.append(clip)
     dropped_counts = dict(sorted(dropped.items()))
     title = _CORPUS_TITLES[corpus]
+    links_counts = {k: len(v) for k, v in sorted(links.items())}
     if dropped:
         example = f"; first unrecognised: {first_unrecognised.name}" if first_unrecognised else ""
         log.warning("%s: %s: dropped %d of %d audio files (%s)%s", root, title, sum(dropped.values()), len(files),
                     ", ".join(f"{k}: {v}" for k, v in dropped_counts.items()), example)
+    dropped_counts = dict(sorted({**dropped_counts, **links_counts}.items()))
     if not clips:
-        kept = f"; dropped {dropped_counts}" if dropped else ""
+        kept = f"; dropped {dropped_counts}" if dropped_counts else ""
         raise ManifestError(f"{root}: no {title} clips (expected {_CORPUS_EXAMPLES[corpus]}){kept}")
+    _refuse_same_file(root, clips, files)
     return sorted(clips, key=lambda c: str(c.path)), dropped_counts
 
 
