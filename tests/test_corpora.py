@@ -395,10 +395,18 @@ def test_load_datasets_duplicates_and_empty(emodb, tmp_path):
     """The same clip from two specs is refused naming the file and both specs; no spec is refused."""
     manifest = write_manifest(index_corpus(emodb)[0][:3], tmp_path / "part.csv")
     first = sorted(index_corpus(emodb)[0], key=lambda c: str(c.path))[0].path
-    with pytest.raises(ManifestError, match=re.escape(f"{manifest}: {first} is also in {emodb} (duplicate clip)")):
+    with pytest.raises(ManifestError, match=re.escape(f"{manifest}:2: {first} is also in {emodb} (duplicate clip)")):
         load_datasets([emodb, manifest])
     with pytest.raises(ManifestError, match=r"no dataset given"):
         load_datasets([])
+
+
+def test_load_datasets_refuses_the_same_spec_twice_and_empty_specs(emodb, tmp_path):
+    """The same folder given twice (even spelled differently) and an empty path are one-line errors."""
+    with pytest.raises(ManifestError, match=re.escape(f"{emodb}/: dataset given twice (as {emodb} and {emodb}/)")):
+        load_datasets([emodb, f"{emodb}/"])
+    with pytest.raises(ManifestError, match=r"^dataset path is empty: expected a manifest CSV or corpus folder$"):
+        load_datasets([emodb, ""])
 
 
 # --- symbolic links -------------------------------------------------------------------------------

@@ -300,6 +300,20 @@ def test_manifest_duplicate_through_symlink(tmp_path):
     assert "listed 2 times (lines 2, 3)" in one_line_error(read_manifest, manifest)
 
 
+def test_load_datasets_same_file_in_two_manifests(tmp_path):
+    """Two manifests in different folders reaching one file: refused naming both manifests and their lines."""
+    from ser.dataset import load_datasets
+
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "clip.wav", tone("calm"), 16000)
+    first = write_csv(tmp_path / "a" / "m.csv", "path,label\nclip.wav,calm\n")
+    second = write_csv(tmp_path / "b" / "m.csv", "path,label,speaker\n../a/clip.wav,angry,x\n")
+    message = one_line_error(load_datasets, [first, second])
+    assert message.startswith(f"{second}:2: {(tmp_path / 'a' / 'clip.wav').resolve()} is also in {first}:2 ")
+    assert "labelled calm there, angry here" in message
+    assert "given twice" in one_line_error(load_datasets, [first, tmp_path / "a" / ".." / "a" / "m.csv"])
+
+
 def test_manifest_line_endings_bom_and_blank_lines(tmp_path):
     """BOM + CRLF, CR only and blank lines all read; errors after blank lines still name the right line."""
     sf.write(tmp_path / "a.wav", tone("calm"), 16000)

@@ -686,10 +686,17 @@ def load_dataset(spec: str | os.PathLike) -> list[Clip]:
 
     Drops of a corpus folder are logged at WARNING; use :func:`index_corpus` for their counts.
     """
-    spec = Path(spec)
-    if spec.is_dir():
-        return index_corpus(spec)[0]
-    return read_manifest(spec)
+    return sorted((clip for clip, _ in _load_located(spec)), key=lambda c: str(c.path))
+
+
+def _load_located(spec: str | os.PathLike) -> list[tuple[Clip, str]]:
+    """Clips of one spec, each with where it came from: ``manifest:line``, or the corpus folder."""
+    if not str(spec).strip():  # Path("") is "." and would index the working directory
+        raise ManifestError("dataset path is empty: expected a manifest CSV or corpus folder")
+    path = Path(spec)
+    if path.is_dir():
+        return [(clip, str(spec)) for clip in index_corpus(path)[0]]
+    return [(clip, f"{spec}:{line}") for clip, line in _read_entries(path, check_files=True, labels=True)]
 
 
 def load_datasets(specs: Sequence[str | os.PathLike]) -> list[Clip]:
@@ -708,22 +715,32 @@ def load_datasets(specs: Sequence[str | os.PathLike]) -> list[Clip]:
     Raises
     ------
     ManifestError
-        If ``specs`` is empty, if any spec fails to load, or if an audio file is listed
-        by two specs (naming the file and both specs).
+        If ``specs`` is empty or holds an empty path, if a spec is given twice, if any
+        spec fails to load, or if an audio file is reached by two specs (compared
+        resolved; naming the file, both specs with the manifest line, and both labels
+        when they differ).
     """
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
     if not specs:
         raise ManifestError("no dataset given: expected at least one manifest CSV or corpus folder")
-    owner: dict[Path, str | os.PathLike] = {}
+    given: dict[str, str | os.PathLike] = {}
+    for spec in specs:
+        key = os.path.normpath(os.path.abspath(spec)) if str(spec).strip() else ""
+        if key and key in given:  # otherwise reported as every clip being a duplicate of itself
+            raise ManifestError(f"{spec}: dataset given twice (as {given[key]} and {spec})")
+        given[key] = spec
+    owner: dict[Path, tuple[Clip, str]] = {}
     clips: list[Clip] = []
     for spec in specs:
-        loaded = load_dataset(spec)
-        for clip in loaded:
+        loaded = _load_located(spec)
+        for clip, where in loaded:
             if clip.path in owner:
-                raise ManifestError(f"{spec}: {clip.path} is also in {owner[clip.path]} (duplicate clip)")
-        owner.update((clip.path, spec) for clip in loaded)
-        clips.extend(loaded)
+                other, there = owner[clip.path]
+                labels = f"; labelled {other.label} there, {clip.label} here" if other.label != clip.label else ""
+                raise ManifestError(f"{where}: {_shown(clip.path)} is also in {there} (duplicate clip{labels})")
+        owner.update((clip.path, (clip, where)) for clip, where in loaded)
+        clips.extend(clip for clip, _ in loaded)
     return sorted(clips, key=lambda c: str(c.path))
 
 
