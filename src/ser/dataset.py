@@ -132,12 +132,14 @@ def parse_ravdess_name(path: str | os.PathLike) -> Clip | None:
 def index_ravdess(root: str | os.PathLike) -> list[Clip]:
     """Scan a RAVDESS folder (``Actor_XX/…``, any audio format) for speech clips.
 
-    Files that are not RAVDESS speech clips are skipped with a logged count.
+    Files that are not RAVDESS speech clips are skipped with a logged count, and so are
+    symbolic links that cannot be indexed (see :func:`index_corpus`).
 
     Raises
     ------
     ManifestError
-        If ``root`` does not exist or holds no RAVDESS speech clip.
+        If ``root`` does not exist or holds no RAVDESS speech clip, or two entries are
+        one file (a link to a clip of the same folder; naming both).
     """
     root = Path(root)
     if not root.is_dir():
