@@ -12,9 +12,12 @@ import pytest
 import soundfile as sf
 
 from ser.dataset import (
+    BROKEN_LINK,
     CORPORA,
+    LINKED_FOLDER,
     MANIFEST_COLUMNS,
     RAVDESS_NON_SPEECH,
+    SYMLINK_LOOP,
     UNRECOGNISED,
     index_corpus,
     index_ravdess,
@@ -392,7 +395,57 @@ def test_load_datasets_duplicates_and_empty(emodb, tmp_path):
     """The same clip from two specs is refused naming the file and both specs; no spec is refused."""
     manifest = write_manifest(index_corpus(emodb)[0][:3], tmp_path / "part.csv")
     first = sorted(index_corpus(emodb)[0], key=lambda c: str(c.path))[0].path
-    with pytest.raises(ManifestError, match=re.escape(f"{manifest}: {first} is also in {emodb} (duplicate clip)")):
+    with pytest.raises(ManifestError, match=re.escape(f"{manifest}:2: {first} is also in {emodb} (duplicate clip)")):
         load_datasets([emodb, manifest])
     with pytest.raises(ManifestError, match=r"no dataset given"):
         load_datasets([])
+
+
+def test_load_datasets_refuses_the_same_spec_twice_and_empty_specs(emodb, tmp_path):
+    """The same folder given twice (even spelled differently) and an empty path are one-line errors."""
+    with pytest.raises(ManifestError, match=re.escape(f"{emodb}/: dataset given twice (as {emodb} and {emodb}/)")):
+        load_datasets([emodb, f"{emodb}/"])
+    with pytest.raises(ManifestError, match=r"^dataset path is empty: expected a manifest CSV or corpus folder$"):
+        load_datasets([emodb, ""])
+
+
+# --- symbolic links -------------------------------------------------------------------------------
+
+def test_index_reports_symlink_loops_broken_links_and_linked_folders(emodb, tmp_path, caplog):
+    """Links that cannot be indexed are counted in dropped and logged with the first path, never skipped silently."""
+    (emodb / "03a02Wa.wav").symlink_to(emodb / "03a02Wa.wav")  # a loop named like a clip
+    (emodb / "more").symlink_to(emodb / "more")  # a folder-like loop
+    (emodb / "08a02Wa.wav").symlink_to(tmp_path / "gone.wav")  # dangling
+    other = write_all(tmp_path / "other", ["16a05Fa.wav"])
+    (emodb / "extra").symlink_to(other, target_is_directory=True)  # not followed
+    (emodb / "08a05Fa.wav").symlink_to(other / "16a05Fa.wav")  # a link to a file is indexed (resolved)
+    with caplog.at_level(logging.WARNING, logger="ser.dataset"):
+        clips, dropped = index_corpus(emodb)
+    assert dropped == {"boredom": 8, UNRECOGNISED: 2, SYMLINK_LOOP: 2, BROKEN_LINK: 1, LINKED_FOLDER: 1}
+    assert len(clips) == 49 and (other / "16a05Fa.wav").resolve() in {c.path for c in clips}
+    assert f"{emodb}: skipped 4 symbolic links (broken symbolic link: 1, symbolic link loop: 2, " \
+           f"symbolic link to a folder (not followed): 1); first: {emodb / '03a02Wa.wav'}" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ser.dataset"):
+        assert len(index_ravdess(write_all(tmp_path / "r", ["Actor_01/03-01-01-01-01-01-01.wav"]))) == 1
+        (tmp_path / "r" / "Actor_01" / "03-01-02-01-01-01-01.wav").symlink_to("03-01-02-01-01-01-01.wav")
+        assert len(index_ravdess(tmp_path / "r")) == 1
+    assert "r: skipped 1 symbolic links (symbolic link loop: 1)" in caplog.text
+
+
+def test_index_only_links_is_an_error_naming_them(tmp_path):
+    """A folder whose audio entries are all loops: the no-audio error counts the skipped links."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "03a01Wa.wav").symlink_to(root / "03a01Wa.wav")
+    with pytest.raises(ManifestError, match=re.escape(f"{root}: no audio files; cannot detect the corpus "
+                                                      "(skipped symbolic link loop: 1)")):
+        index_corpus(root)
+
+
+def test_index_refuses_one_file_reached_twice(emodb):
+    """A link to a clip of the same corpus folder makes one file two clips: refused naming both names."""
+    (emodb / "copy").mkdir()
+    (emodb / "copy" / "03a01Wa.wav").symlink_to(emodb / "03a01Wa.wav")
+    with pytest.raises(ManifestError, match=re.escape(f"{emodb}: {emodb / '03a01Wa.wav'} and "
+                                                      f"{emodb / 'copy' / '03a01Wa.wav'} are the same audio file")):
+        index_corpus(emodb)

@@ -178,11 +178,11 @@ def test_manifest_unknown_label_names_file_and_line(tmp_path):
 
 
 def test_manifest_missing_audio_names_first_and_counts_rest(tmp_path):
-    """Missing audio files: the first is named, the others counted; check_files=False skips the check."""
+    """Missing audio files: the first is named with its line, the others counted; check_files=False skips the check."""
     sf.write(tmp_path / "ok.wav", tone("calm"), 16000)
     manifest = write_csv(tmp_path / "m.csv", "path,label\nok.wav,calm\ngone1.wav,sad\ngone2.wav,sad\n"
                                              "gone3.wav,sad\n")
-    pattern = re.escape(f"{manifest}: audio file not found: {tmp_path / 'gone1.wav'} (and 2 more)")
+    pattern = re.escape(f"{manifest}:3: audio file not found: {tmp_path / 'gone1.wav'} (and 2 more)")
     with pytest.raises(ManifestError, match=pattern):
         read_manifest(manifest)
     assert len(read_manifest(manifest, check_files=False)) == 4
@@ -206,7 +206,7 @@ def test_manifest_missing(tmp_path):
 @pytest.mark.parametrize(("text", "pattern"), [
     ("file,emotion\na.wav,calm\n", r"expected columns path and label \(or emotion\), found \['file', 'emotion'\]"),
     ("path,speaker\na.wav,1\n", r"expected columns path and label"),
-    ("", r"expected columns path and label \(or emotion\), found \[\]"),
+    ("", r"m\.csv: empty manifest"),
     ("path,label\n", r"manifest has no rows"),
     ("path,label\n,calm\n", r"m\.csv:2: empty path"),
 ])
@@ -251,3 +251,138 @@ def test_real_ravdess(ravdess):
     assert Counter(c.meta["gender"] for c in clips) == {"male": 720, "female": 720}
     s = summarize(clips)
     assert s["sample_rates"] == {16000: 1440} and s["channels"] == {1: 1435, 2: 5} and s["unreadable"] == 0
+
+
+# --- duplicates and odd manifest content --------------------------------------
+
+def one_line_error(fn, *args, **kwargs) -> str:
+    """The message of the ManifestError ``fn`` raises, checked to be a single line."""
+    with pytest.raises(ManifestError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message, message
+    return message
+
+
+def test_manifest_same_file_three_times_conflicting_labels(tmp_path):
+    """One file listed three ways (relative, ./relative, absolute) with three labels: refused, naming the lines."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    sf.write(tmp_path / "b.wav", tone("sad"), 16000)
+    manifest = write_csv(tmp_path / "m.csv", f"path,label\na.wav,calm\nb.wav,sad\n./a.wav,sad\n{tmp_path / 'a.wav'},"
+                                             "angry\n")
+    for labels in (True, False):  # without labels the rows are still the same file twice
+        message = one_line_error(read_manifest, manifest, labels=labels)
+        assert message.startswith(f"{manifest}: {(tmp_path / 'a.wav').resolve()} is listed 3 times (lines 2, 4, 5)")
+    assert "different labels (calm, sad, angry)" in one_line_error(read_manifest, manifest)
+
+
+def test_manifest_same_file_conflicting_speakers(tmp_path):
+    """Same label, different speakers: refused (the speaker decides the fold)."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    manifest = write_csv(tmp_path / "m.csv", "path,label,speaker\na.wav,calm,s1\na.wav,calm,s2\n")
+    message = one_line_error(read_manifest, manifest, check_files=False)
+    assert re.search(r"listed 2 times \(lines 2, 3\) with different speakers \(s1, s2\)", message)
+
+
+def test_manifest_exact_duplicate_rows_are_refused(tmp_path):
+    """Identical rows are refused too: a repeated clip would sit in a training and a test fold at once."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    manifest = write_csv(tmp_path / "m.csv", "path,label\na.wav,calm\n\na.wav,calm\n")
+    message = one_line_error(read_manifest, manifest)
+    assert re.search(r"m\.csv: .*a\.wav is listed 2 times \(lines 2, 4\) with the same label and speaker", message)
+
+
+def test_manifest_duplicate_through_symlink(tmp_path):
+    """A symbolic link to a listed file is the same file (paths are compared resolved)."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    (tmp_path / "link.wav").symlink_to(tmp_path / "a.wav")
+    manifest = write_csv(tmp_path / "m.csv", "path,label\nlink.wav,sad\na.wav,calm\n")
+    assert "listed 2 times (lines 2, 3)" in one_line_error(read_manifest, manifest)
+
+
+def test_load_datasets_same_file_in_two_manifests(tmp_path):
+    """Two manifests in different folders reaching one file: refused naming both manifests and their lines."""
+    from ser.dataset import load_datasets
+
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "clip.wav", tone("calm"), 16000)
+    first = write_csv(tmp_path / "a" / "m.csv", "path,label\nclip.wav,calm\n")
+    second = write_csv(tmp_path / "b" / "m.csv", "path,label,speaker\n../a/clip.wav,angry,x\n")
+    message = one_line_error(load_datasets, [first, second])
+    assert message.startswith(f"{second}:2: {(tmp_path / 'a' / 'clip.wav').resolve()} is also in {first}:2 ")
+    assert "labelled calm there, angry here" in message
+    assert "given twice" in one_line_error(load_datasets, [first, tmp_path / "a" / ".." / "a" / "m.csv"])
+
+
+def test_manifest_line_endings_bom_and_blank_lines(tmp_path):
+    """BOM + CRLF, CR only and blank lines all read; errors after blank lines still name the right line."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    sf.write(tmp_path / "b.wav", tone("sad"), 16000)
+    for text in ("\ufeffpath,label\r\na.wav,calm\r\nb.wav,sad\r\n", "path,label\ra.wav,calm\rb.wav,sad",
+                 "\n\npath,label\n\na.wav,calm\n,,\n\nb.wav,sad,\n"):
+        clips = read_manifest(write_csv(tmp_path / "m.csv", text))
+        assert [(c.path.name, c.label) for c in clips] == [("a.wav", "calm"), ("b.wav", "sad")]
+    manifest = write_csv(tmp_path / "m.csv", "path,label\r\n\r\na.wav,calm\r\n\r\nb.wav,bored\r\n")
+    assert one_line_error(read_manifest, manifest).startswith(f"{manifest}:5: label='bored'")
+
+
+def test_manifest_odd_bytes(tmp_path):
+    """Non-UTF-8 bytes, UTF-16 (with and without BOM) and NUL bytes: refused naming the line."""
+    cases = [
+        (b"path,label\na.wav,calm\n\xff\xfe.wav,sad\n", r":3: not UTF-8 text \(byte 0xff\)"),
+        ("path,label\na.wav,calm\n".encode("utf-16"), r":1: not UTF-8 text \(byte 0xff\)"),
+        ("path,label\na.wav,calm\n".encode("utf-16-le"), r":1: NUL byte"),
+        (b"path,label\na.wav,calm\na\x00.wav,sad\n", r":3: NUL byte"),
+        (b"\xef\xbb\xbfpath,label\n\xef\xbb\xbf\xc3(,calm\n", r":2: not UTF-8 text \(byte 0xc3\)"),
+    ]
+    for data, pattern in cases:
+        manifest = tmp_path / "m.csv"
+        manifest.write_bytes(data)
+        for labels in (True, False):
+            assert re.search(re.escape(str(manifest)) + pattern, one_line_error(read_manifest, manifest,
+                                                                                labels=labels)), data
+
+
+@pytest.mark.parametrize(("text", "pattern"), [
+    ("path;label\na.wav;calm\n", r"m\.csv:1: expected columns path and label \(or emotion\), found \['path;label'\];"
+                                 r" the header has no comma \(is ';' the delimiter\? manifests are comma-separated\)"),
+    ("path\tlabel\na.wav\tcalm\n", r"m\.csv:1: expected columns .*is '\\t' the delimiter"),
+    ("\n\n", r"m\.csv: empty manifest \(expected a header line: path,label\[,speaker\]\)"),
+    ("path,label,Label\na.wav,calm,sad\n", r"m\.csv:1: column 'label' appears 2 times in the header"),
+    ("path,label\na.wav,calm,sad\n", r"m\.csv:2: 3 fields, but the header has 2 \(quote values that hold commas\)"),
+    ('path,label\n"a.wav,calm\nb.wav,sad\n',
+     r"m\.csv:2: malformed CSV \(unexpected end of data: an unbalanced quote\?\)"),
+    ('path,label\n"a\n.wav",calm\n', r"m\.csv:2: line break inside a quoted field \(an unbalanced quote\?\)"),
+    ('path,label\n"a.wav" ,calm\n', r"m\.csv:2: malformed CSV \(',' expected after '\"'\)"),
+    ("path,label\na.wav,calm\n" + "x" * 200_000 + ",calm\n",
+     r"m\.csv:3: malformed CSV \(field larger than field limit"),
+    ("path,label\n" + "d/" * 3000 + "a.wav,calm\n", r"m\.csv:2: cannot use path '(d/)+.*…' \(File name too long\)"),
+    ("path,label\na.wav," + "x" * 5000 + "\n", r"m\.csv:2: label='x+…': unknown emotion"),
+    ("path,label\n\n \n", r"m\.csv: manifest has no rows"),
+])
+def test_manifest_odd_content(tmp_path, text, pattern):
+    """Wrong delimiter, blank file, repeated columns, extra fields, open quotes, huge fields: one line each."""
+    sf.write(tmp_path / "a.wav", tone("calm"), 16000)
+    manifest = write_csv(tmp_path / "m.csv", text)
+    assert re.search(pattern, one_line_error(read_manifest, manifest))
+
+
+def test_manifest_path_is_a_symlink_loop_or_folder(tmp_path):
+    """A listed symbolic link loop names the line; a manifest that is a folder or a loop is refused."""
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    manifest = write_csv(tmp_path / "m.csv", "path,label\nloop.wav,calm\n")
+    for check_files in (True, False):
+        message = one_line_error(read_manifest, manifest, check_files=check_files)
+        assert message == f"{manifest}:2: cannot use path 'loop.wav' (symbolic link loop)"
+    assert one_line_error(read_manifest, tmp_path) == f"{tmp_path}: is a folder, not a manifest CSV"
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    assert one_line_error(read_manifest, tmp_path / "loop.csv").startswith(f"{tmp_path / 'loop.csv'}: cannot read")
+
+
+def test_write_manifest_refuses_values_it_cannot_write_back(tmp_path):
+    """Line breaks, NUL and surrounding spaces would not read back as written: refused, naming the clip."""
+    for clip in (Clip(path=tmp_path / "a\nb.wav", label="calm"), Clip(path=tmp_path / "a.wav ", label="calm"),
+                 Clip(path=tmp_path / "a.wav", label="calm", speaker="s\r1"),
+                 Clip(path=tmp_path / "a.wav", label="calm", meta={"gender": "x\x00"})):
+        assert "cannot be written to a manifest" in one_line_error(write_manifest, [clip], tmp_path / "m.csv")
+    assert not (tmp_path / "m.csv").exists()

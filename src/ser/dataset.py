@@ -10,6 +10,15 @@ A *manifest* is a CSV with one clip per row. Two forms are accepted everywhere:
 Relative paths are resolved against the manifest's folder. In memory a manifest
 is a list of :class:`Clip`, sorted by path.
 
+Every audio file appears once per dataset: a file listed on two rows (compared by
+resolved path, so ``a.wav``, ``./a.wav`` and a link to it are one file) is refused,
+even when the rows are identical, because a repeated clip lands in a training and a
+test fold at once and inflates scores; the same goes for one file reached through two
+manifests or corpus folders (:func:`load_datasets`) or through a link inside a corpus
+folder (:func:`index_corpus`). Odd manifest content (not UTF-8, NUL bytes, a wrong
+delimiter, unbalanced quotes, extra fields, huge fields...) is a one-line
+:class:`~ser.errors.ManifestError` naming the manifest and its line.
+
 Corpus folders are indexed from their official file names by :func:`index_corpus`
 (RAVDESS, CREMA-D, TESS, SAVEE, EmoDB; see :data:`CORPORA`), which maps each
 corpus's labels to :data:`ser.labels.EMOTIONS` with
@@ -19,6 +28,7 @@ corpus's labels to :data:`ser.labels.EMOTIONS` with
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -29,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ser.errors import ManifestError
-from ser.labels import CORPUS_LABELS, DROPPED_LABEL_NAMES, RAVDESS_CODES, normalize_label
+from ser.labels import CORPUS_LABELS, DROPPED_LABEL_NAMES, EMOTIONS, RAVDESS_CODES, normalize_label
 from ser.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,13 @@ CORPORA: tuple[str, ...] = ("ravdess", "crema-d", "tess", "savee", "emodb")
 UNRECOGNISED = "unrecognised file name"
 #: Key of :func:`index_corpus`'s drop counts for RAVDESS song and video files (modality/channel not 03-01).
 RAVDESS_NON_SPEECH = "RAVDESS song or video"
+#: Key of :func:`index_corpus`'s drop counts for symbolic links that point (in the end) back at themselves.
+SYMLINK_LOOP = "symbolic link loop"
+#: Key of :func:`index_corpus`'s drop counts for audio-named symbolic links to nothing.
+BROKEN_LINK = "broken symbolic link"
+#: Key of :func:`index_corpus`'s drop counts for symbolic links to folders, which indexing does not follow
+#: (following them could index a tree twice or outside the corpus; pass the target folder instead).
+LINKED_FOLDER = "symbolic link to a folder (not followed)"
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 
@@ -115,20 +132,22 @@ def parse_ravdess_name(path: str | os.PathLike) -> Clip | None:
 def index_ravdess(root: str | os.PathLike) -> list[Clip]:
     """Scan a RAVDESS folder (``Actor_XX/…``, any audio format) for speech clips.
 
-    Files that are not RAVDESS speech clips are skipped with a logged count.
+    Files that are not RAVDESS speech clips are skipped with a logged count, and so are
+    symbolic links that cannot be indexed (see :func:`index_corpus`).
 
     Raises
     ------
     ManifestError
-        If ``root`` does not exist or holds no RAVDESS speech clip.
+        If ``root`` does not exist or holds no RAVDESS speech clip, or two entries are
+        one file (a link to a clip of the same folder; naming both).
     """
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
+    files, links = _scan(root)
+    _warn_links(root, links)
     clips, skipped = [], 0
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
-            continue
+    for path in files:
         clip = parse_ravdess_name(path)
         if clip is None:
             skipped += 1
@@ -138,6 +157,7 @@ def index_ravdess(root: str | os.PathLike) -> list[Clip]:
         log.warning("%s: skipped %d audio files that are not RAVDESS speech clips", root, skipped)
     if not clips:
         raise ManifestError(f"{root}: no RAVDESS speech clips (expected Actor_XX/03-01-EE-II-SS-RR-AA.wav)")
+    _refuse_same_file(root, clips, files)
     return clips
 
 
@@ -292,14 +312,59 @@ def parse_corpus_name(path: str | os.PathLike, corpus: str) -> Clip | None:
     return _parse(Path(path), _check_corpus(corpus, auto=False))[0]
 
 
-def _audio_files(root: Path) -> list[Path]:
-    return [p for p in sorted(root.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+def _scan(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """Audio files under ``root`` (sorted), and the symbolic links left out, by drop-count key.
+
+    ``rglob`` neither follows links to folders nor says why an audio-named link is not a
+    file; both would otherwise vanish without a word, so they are sorted out here:
+    loops (:data:`SYMLINK_LOOP`, whatever their name), audio-named links to nothing
+    (:data:`BROKEN_LINK`) and links to folders (:data:`LINKED_FOLDER`). Links to files are
+    ordinary files (their clips carry the resolved path).
+    """
+    files: list[Path] = []
+    links: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        if audio and path.is_file():
+            files.append(path)
+        elif path.is_symlink():
+            try:
+                target_is_dir = path.is_dir()
+                os.stat(path)  # is_dir() says False for loops and dangling links; stat tells them apart
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    links.setdefault(SYMLINK_LOOP, []).append(path)
+                elif audio:
+                    links.setdefault(BROKEN_LINK, []).append(path)
+                continue
+            if target_is_dir:
+                links.setdefault(LINKED_FOLDER, []).append(path)
+    return files, links
 
 
-def _detect_corpus(root: Path, files: list[Path]) -> str:
+def _warn_links(root: Path, links: dict[str, list[Path]]) -> None:
+    if links:
+        first = min(p for paths in links.values() for p in paths)
+        log.warning("%s: skipped %d symbolic links (%s); first: %s", root, sum(map(len, links.values())),
+                    ", ".join(f"{k}: {len(v)}" for k, v in sorted(links.items())), first)
+
+
+def _refuse_same_file(root: Path, clips: list[Clip], files: list[Path]) -> None:
+    """Refuse one file indexed as two clips (a link to a clip of the same folder), naming both entries."""
+    counts = Counter(c.path for c in clips)
+    twice = sorted(p for p, n in counts.items() if n > 1)
+    if twice:
+        names = [str(f) for f in files if f.resolve() == twice[0]]  # only on the way to the error
+        raise ManifestError(f"{root}: {' and '.join(names[:2])} are the same audio file ({twice[0]}); remove one "
+                            "(a clip listed twice lands in a training and a test fold at once)")
+
+
+def _detect_corpus(root: Path, files: list[Path], links: dict[str, list[Path]] | None = None) -> str:
     """Majority vote of the corpus naming conventions over the audio files of ``root``."""
     if not files:
-        raise ManifestError(f"{root}: no audio files; cannot detect the corpus")
+        skipped = ", ".join(f"{k}: {len(v)}" for k, v in sorted((links or {}).items()))
+        raise ManifestError(f"{root}: no audio files; cannot detect the corpus" + (f" (skipped {skipped})"
+                                                                                    if skipped else ""))
     votes = Counter({corpus: sum(_matches(p, corpus) for p in files) for corpus in CORPORA})
     best = max(votes.values())
     if best == 0:
@@ -354,21 +419,26 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
     dropped : dict
         Audio files left out, counted by reason: the English name of a label with no
         counterpart (``{"boredom": 81}``), :data:`UNRECOGNISED` for names that follow
-        no convention of the corpus, :data:`RAVDESS_NON_SPEECH`. Also logged at WARNING.
+        no convention of the corpus, :data:`RAVDESS_NON_SPEECH`; and symbolic links that
+        cannot be indexed: :data:`SYMLINK_LOOP`, :data:`BROKEN_LINK`, :data:`LINKED_FOLDER`
+        (indexing never follows links to folders). Also logged at WARNING, links with the
+        first one's path.
 
     Raises
     ------
     ManifestError
         If ``corpus`` is unknown, ``root`` is not a folder, auto-detection finds no (or a
-        tied) convention, no clip is left, or a RAVDESS name has an impossible field value.
+        tied) convention, no clip is left, a RAVDESS name has an impossible field value,
+        or two entries are one file (a link to a clip of the same folder; naming both).
     """
     corpus = _check_corpus(corpus, auto=True)
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
-    files = _audio_files(root)
+    files, links = _scan(root)
+    _warn_links(root, links)
     if corpus == "auto":
-        corpus = _detect_corpus(root, files)
+        corpus = _detect_corpus(root, files, links)
     genders = _crema_d_genders(root) if corpus == "crema-d" else {}
     clips: list[Clip] = []
     dropped: Counter = Counter()
@@ -385,28 +455,204 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
         clips.append(clip)
     dropped_counts = dict(sorted(dropped.items()))
     title = _CORPUS_TITLES[corpus]
+    links_counts = {k: len(v) for k, v in sorted(links.items())}
     if dropped:
         example = f"; first unrecognised: {first_unrecognised.name}" if first_unrecognised else ""
         log.warning("%s: %s: dropped %d of %d audio files (%s)%s", root, title, sum(dropped.values()), len(files),
                     ", ".join(f"{k}: {v}" for k, v in dropped_counts.items()), example)
+    dropped_counts = dict(sorted({**dropped_counts, **links_counts}.items()))
     if not clips:
-        kept = f"; dropped {dropped_counts}" if dropped else ""
+        kept = f"; dropped {dropped_counts}" if dropped_counts else ""
         raise ManifestError(f"{root}: no {title} clips (expected {_CORPUS_EXAMPLES[corpus]}){kept}")
+    _refuse_same_file(root, clips, files)
     return sorted(clips, key=lambda c: str(c.path)), dropped_counts
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis) to quote it in a one-line message."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _shown(value: object, limit: int = 240) -> str:
+    """A path or value as it reads in a message: as is when short and printable, else quoted and clipped.
+
+    Keeps every message on one line (a quoted line break stays ``\\n``) and short (a
+    field can be 128 KiB).
+    """
+    text = str(value)
+    return text if text.isprintable() and len(text) <= limit else repr(_clip(text, limit))
+
+
+_LINE_BREAKS = re.compile(r"\r\n?|\n")
+
+
+def _line_at(text: str, offset: int) -> int:
+    """1-based line of ``text[offset]``, counting ``\\n``, ``\\r\\n`` and ``\\r`` line ends as the CSV reader does."""
+    return len(_LINE_BREAKS.findall(text, 0, offset)) + 1
 
 
 def write_manifest(clips: list[Clip], path: str | os.PathLike) -> Path:
     """Write clips as a manifest CSV (:data:`MANIFEST_COLUMNS`), atomically.
 
     Metadata a clip does not have is written as an empty cell.
+
+    Raises
+    ------
+    ManifestError
+        If a value would not read back as written (a line break or NUL anywhere, spaces
+        around a path or speaker, which :func:`read_manifest` strips); nothing is written.
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
     for c in clips:
-        writer.writerow([c.path, c.label, c.speaker, c.meta.get("gender", ""), c.meta.get("intensity", ""),
-                         c.meta.get("statement", ""), c.meta.get("repetition", ""), c.meta.get("corpus", "")])
+        row = [str(v) for v in (c.path, c.label, c.speaker, c.meta.get("gender", ""), c.meta.get("intensity", ""),
+                                c.meta.get("statement", ""), c.meta.get("repetition", ""), c.meta.get("corpus", ""))]
+        for name, value in zip(MANIFEST_COLUMNS, row):
+            if any(ch in value for ch in "\r\n\0") or (name in ("path", "actor") and value != value.strip()):
+                raise ManifestError(f"{path}: {name}={_shown(value)} of clip {_shown(c.path)} cannot be written to a "
+                                    "manifest: line breaks, NUL and (in paths and speakers) surrounding spaces do "
+                                    "not read back")
+        writer.writerow(row)
     return atomic_write_text(path, buf.getvalue())
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 text of a manifest (a leading BOM dropped), or a ManifestError naming the line of the first bad byte."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # exc.object is what was decoded (without the BOM), so exc.start indexes it, not ``data``.
+        before = exc.object[:exc.start].decode("utf-8")  # the first bad byte: all before it decodes
+        line = _line_at(before, len(before))
+        raise ManifestError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the manifest "
+                            "as UTF-8") from None
+    if "\0" in text:  # no path or label holds one; UTF-16 without a BOM is the usual cause
+        raise ManifestError(f"{path}:{_line_at(text, text.index(chr(0)))}: NUL byte in the manifest (a binary file, "
+                            "or UTF-16 text? save it as UTF-8)")
+    return text
+
+
+def _rows(path: Path, text: str):
+    """``(line, fields)`` of each non-blank CSV record, ``line`` being the record's first line."""
+    # newline="" hands \r, \n and \r\n line ends to the CSV reader untranslated, so quoted fields keep theirs and
+    # old CR-only files split into lines; strict=True refuses stray quotes instead of guessing what they meant.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            hint = ": an unbalanced quote?" if "end of data" in str(exc) else ""
+            raise ManifestError(f"{path}:{line}: malformed CSV ({exc}{hint})") from None
+        if any(f.strip() for f in fields):  # blank lines and all-empty rows (",,") hold no clip
+            if any("\n" in f or "\r" in f for f in fields):
+                raise ManifestError(f"{path}:{line}: line break inside a quoted field (an unbalanced quote?)")
+            yield line, fields
+
+
+def _header(path: Path, line: int, fields: list[str], labels: bool) -> tuple[list[str], str | None, str | None]:
+    """Lower-cased column names, the label column and the speaker column, or a ManifestError."""
+    columns = [c.strip().lower() for c in fields]
+    repeated = [(c, n) for c, n in Counter(columns).items() if c and n > 1]
+    if repeated:
+        raise ManifestError(f"{path}:{line}: column {_clip(repeated[0][0])!r} appears {repeated[0][1]} times in "
+                            "the header")
+    label_col = "emotion" if "emotion" in columns else "label" if "label" in columns else None
+    if "path" not in columns or (label_col is None and labels):
+        hint = ""
+        if len(fields) == 1:
+            delimiter = next((d for d in ";\t|" if d in fields[0]), None)
+            if delimiter:
+                hint = f"; the header has no comma (is {delimiter!r} the delimiter? manifests are comma-separated)"
+        shown = [_clip(c) for c in columns[:20]] + (["…"] if len(columns) > 20 else [])
+        raise ManifestError(f"{path}:{line}: expected columns path and label (or emotion), found {shown}{hint}")
+    speaker_col = "actor" if "actor" in columns else "speaker" if "speaker" in columns else None
+    return columns, label_col, speaker_col
+
+
+def _read_entries(path: str | os.PathLike, *, check_files: bool, labels: bool) -> list[tuple[Clip, int]]:
+    """:func:`read_manifest`'s clips with the line of each, in file order (for messages naming lines)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: is a folder, not a manifest CSV") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the manifest's own path
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    rows = _rows(path, _decode(path, data))
+    first = next(rows, None)
+    if first is None:
+        raise ManifestError(f"{path}: empty manifest (expected a header line: path,label[,speaker])")
+    columns, label_col, speaker_col = _header(path, *first, labels)
+    entries: list[tuple[Clip, int]] = []
+    missing: list[tuple[int, Path]] = []
+    for line, fields in rows:
+        if len(fields) > len(columns) and any(f.strip() for f in fields[len(columns):]):
+            # Trailing empty cells are harmless; anything else is a value with no column, most often a path
+            # with an unquoted comma, whose row would otherwise be read shifted.
+            raise ManifestError(f"{path}:{line}: {len(fields)} fields, but the header has {len(columns)} "
+                                "(quote values that hold commas)")
+        row = dict(zip(columns, fields))
+        raw = row.get("path", "").strip()
+        if not raw:
+            raise ManifestError(f"{path}:{line}: empty path")
+        label = ""
+        if labels:
+            value = row.get(label_col, "")
+            try:
+                label = normalize_label(value)
+            except ManifestError:
+                raise ManifestError(f"{path}:{line}: label={_clip(value)!r}: unknown emotion; expected one of "
+                                    f"{', '.join(EMOTIONS)}") from None
+        audio = Path(raw) if os.path.isabs(raw) else (path.parent / raw)
+        try:
+            resolved = audio.resolve()
+            if check_files and not audio.is_file():
+                missing.append((line, audio))
+        except RuntimeError:  # Path.resolve's "Symlink loop from ..." (Python < 3.13)
+            raise ManifestError(f"{path}:{line}: cannot use path {_clip(raw)!r} (symbolic link loop)") from None
+        except OSError as exc:  # a name too long for the file system, ...
+            raise ManifestError(f"{path}:{line}: cannot use path {_clip(raw)!r} "
+                                f"({exc.strerror or exc})") from None
+        meta = {k: row[k] for k in MANIFEST_COLUMNS[3:] if row.get(k)}
+        speaker = row.get(speaker_col, "").strip() if speaker_col else ""
+        entries.append((Clip(path=resolved, label=label, speaker=speaker, meta=meta), line))
+    if not entries:
+        raise ManifestError(f"{path}: manifest has no rows")
+    _refuse_duplicates(path, entries)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ManifestError(f"{path}:{missing[0][0]}: audio file not found: {_shown(missing[0][1])}{more}")
+    return entries
+
+
+def _refuse_duplicates(path: Path, entries: list[tuple[Clip, int]]) -> None:
+    """Refuse a file listed on several rows (the first such file, in file order), naming its lines."""
+    lines: dict[Path, list[int]] = {}
+    for clip, line in entries:
+        lines.setdefault(clip.path, []).append(line)
+    repeated = [p for p, ls in lines.items() if len(ls) > 1]
+    if not repeated:
+        return
+    file = repeated[0]
+    rows = [clip for clip, _ in entries if clip.path == file]
+    labels_seen = list(dict.fromkeys(c.label for c in rows))
+    speakers = list(dict.fromkeys(c.speaker for c in rows))
+    if len(labels_seen) > 1:
+        how = f"with different labels ({', '.join(labels_seen)})"
+    elif len(speakers) > 1:
+        how = f"with different speakers ({', '.join(_shown(s, 30) or '(none)' for s in speakers[:5])})"
+    else:
+        how = "with the same label and speaker"
+    shown_lines = ", ".join(map(str, lines[file][:10])) + (", …" if len(lines[file]) > 10 else "")
+    others = f"; {len(repeated) - 1} more files are listed twice" if len(repeated) > 1 else ""
+    raise ManifestError(f"{path}: {_shown(file)} is listed {len(rows)} times (lines {shown_lines}) {how}; keep one "
+                        f"row per file (a clip listed twice lands in a training and a test fold at once){others}")
 
 
 def read_manifest(path: str | os.PathLike, *, check_files: bool = True, labels: bool = True) -> list[Clip]:
@@ -415,47 +661,26 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True, labels: 
     With ``labels=False`` (clips to predict), the label column is optional and
     its values are not checked; clips get the label ``""``.
 
+    The manifest must be UTF-8 (a BOM is dropped) and comma-separated, with any line
+    ends; blank lines and rows of empty cells are skipped, trailing empty cells
+    ignored. Each audio file may appear on one row only (paths compared resolved),
+    whatever the labels: duplicates are refused rather than merged, since a repeated
+    training clip would sit in a training and a test fold at once.
+
     Raises
     ------
     ManifestError
-        Missing file, no ``path`` or label column, an unknown emotion (naming the
-        line), or audio files that do not exist (naming the first, with a count).
+        One line naming the manifest and, where there is one, the line (the header is
+        line 1): missing, unreadable or empty manifest; not UTF-8, NUL bytes,
+        malformed CSV (stray or unbalanced quotes, fields over 128 KiB, line breaks in
+        a field); no ``path`` or label column (with a hint when another delimiter is
+        used), a column named twice; more values than columns; an empty or unusable
+        path (symbolic link loop, too long); an unknown emotion; a file listed on
+        several rows (naming the lines); audio files that do not exist (naming the
+        first, with a count).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    reader.fieldnames = columns
-    label_col = "emotion" if "emotion" in columns else "label" if "label" in columns else None
-    if "path" not in columns or (label_col is None and labels):
-        raise ManifestError(f"{path}: expected columns path and label (or emotion), found {columns}")
-    speaker_col = "actor" if "actor" in columns else "speaker" if "speaker" in columns else None
-    clips, missing = [], []
-    for line, row in enumerate(reader, start=2):
-        raw = (row.get("path") or "").strip()
-        if not raw:
-            raise ManifestError(f"{path}:{line}: empty path")
-        try:
-            label = normalize_label(row.get(label_col) or "") if labels else ""
-        except ManifestError as exc:
-            raise ManifestError(f"{path}:{line}: {exc}") from None
-        audio = Path(raw) if os.path.isabs(raw) else (path.parent / raw)
-        if check_files and not audio.is_file():
-            missing.append(audio)
-        meta = {k: row[k] for k in MANIFEST_COLUMNS[3:] if row.get(k)}
-        clips.append(Clip(path=audio.resolve(), label=label,
-                          speaker=(row.get(speaker_col) or "").strip() if speaker_col else "", meta=meta))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ManifestError(f"{path}: audio file not found: {missing[0]}{more}")
-    if not clips:
-        raise ManifestError(f"{path}: manifest has no rows")
-    return sorted(clips, key=lambda c: str(c.path))
+    return sorted((clip for clip, _ in _read_entries(path, check_files=check_files, labels=labels)),
+                  key=lambda c: str(c.path))
 
 
 def load_dataset(spec: str | os.PathLike) -> list[Clip]:
@@ -463,10 +688,17 @@ def load_dataset(spec: str | os.PathLike) -> list[Clip]:
 
     Drops of a corpus folder are logged at WARNING; use :func:`index_corpus` for their counts.
     """
-    spec = Path(spec)
-    if spec.is_dir():
-        return index_corpus(spec)[0]
-    return read_manifest(spec)
+    return sorted((clip for clip, _ in _load_located(spec)), key=lambda c: str(c.path))
+
+
+def _load_located(spec: str | os.PathLike) -> list[tuple[Clip, str]]:
+    """Clips of one spec, each with where it came from: ``manifest:line``, or the corpus folder."""
+    if not str(spec).strip():  # Path("") is "." and would index the working directory
+        raise ManifestError("dataset path is empty: expected a manifest CSV or corpus folder")
+    path = Path(spec)
+    if path.is_dir():
+        return [(clip, str(spec)) for clip in index_corpus(path)[0]]
+    return [(clip, f"{spec}:{line}") for clip, line in _read_entries(path, check_files=True, labels=True)]
 
 
 def load_datasets(specs: Sequence[str | os.PathLike]) -> list[Clip]:
@@ -485,22 +717,32 @@ def load_datasets(specs: Sequence[str | os.PathLike]) -> list[Clip]:
     Raises
     ------
     ManifestError
-        If ``specs`` is empty, if any spec fails to load, or if an audio file is listed
-        by two specs (naming the file and both specs).
+        If ``specs`` is empty or holds an empty path, if a spec is given twice, if any
+        spec fails to load, or if an audio file is reached by two specs (compared
+        resolved; naming the file, both specs with the manifest line, and both labels
+        when they differ).
     """
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
     if not specs:
         raise ManifestError("no dataset given: expected at least one manifest CSV or corpus folder")
-    owner: dict[Path, str | os.PathLike] = {}
+    given: dict[str, str | os.PathLike] = {}
+    for spec in specs:
+        key = os.path.normpath(os.path.abspath(spec)) if str(spec).strip() else ""
+        if key and key in given:  # otherwise reported as every clip being a duplicate of itself
+            raise ManifestError(f"{spec}: dataset given twice (as {given[key]} and {spec})")
+        given[key] = spec
+    owner: dict[Path, tuple[Clip, str]] = {}
     clips: list[Clip] = []
     for spec in specs:
-        loaded = load_dataset(spec)
-        for clip in loaded:
+        loaded = _load_located(spec)
+        for clip, where in loaded:
             if clip.path in owner:
-                raise ManifestError(f"{spec}: {clip.path} is also in {owner[clip.path]} (duplicate clip)")
-        owner.update((clip.path, spec) for clip in loaded)
-        clips.extend(loaded)
+                other, there = owner[clip.path]
+                labels = f"; labelled {other.label} there, {clip.label} here" if other.label != clip.label else ""
+                raise ManifestError(f"{where}: {_shown(clip.path)} is also in {there} (duplicate clip{labels})")
+        owner.update((clip.path, (clip, where)) for clip, where in loaded)
+        clips.extend(clip for clip, _ in loaded)
     return sorted(clips, key=lambda c: str(c.path))
 
 
