@@ -33,6 +33,7 @@ OPTIONS = ["--model", "--json", "--csv", "--batch-size", "--jobs", "--runtime", 
            "-o", "--resume", "--force", "--speaker", "--adapt", "--speakers-dir", "--config", "--set", "--data",
            "--protocol", "--folds", "--inner-folds", "--grid", "--format", "--corpus", "--cache", "--no-cache",
            "-q", "-v", "--version", "--help", "--full", "--"]
+# No "/" or "..": a folder given to predict or data index is searched recursively (the whole disk).
 VALUES = ["fast", "clip.wav", "clip.flac", "noise.wav", "silent.wav", "text.wav", "empty.wav", "missing.wav",
           "-", "0", "-3", "1", "2", "1e9", "nan", "", " ", "../x", ".", "sub", "results.jsonl",
           "results.csv", "x.json", "manifest.csv", "onnx", "keras", "auto", "si6", "seed-split",

@@ -700,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
+    if any("\0" in a for a in (sys.argv[1:] if argv is None else argv)):
+        # Only possible from Python (a shell cannot pass one); no file name can hold it.
+        parser.error("an argument contains a NUL character")
     args = parser.parse_args(argv)
     if args.command == "predict" and not args.inputs and not args.timeline:
         parser.error("predict: give audio files, folders, glob patterns or - (or --timeline FILE)")
