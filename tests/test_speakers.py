@@ -303,6 +303,62 @@ def test_norm_arrays_are_checked(tmp_path, name, value, message):
         SpeakerNorm.load(path)
 
 
+def test_list_profiles_lists_every_file_under_its_file_name(tmp_path):
+    """A bad file is a row with its error (whatever went wrong), and the rest are still listed."""
+    _profile("bob").save(tmp_path)
+    _write(tmp_path / "a-clips.npz", {**_HEADER, "clips": "many"})
+    _write(tmp_path / "b-strings.npz", _HEADER, mean=np.array(["a"]), std=np.array(["b"]))
+    _write(tmp_path / "c-negative.npz", {**_HEADER, "clips": -5})
+    (tmp_path / "d-folder.npz").mkdir()
+    _write(tmp_path / "renamed.npz", {**_HEADER, "name": "carol"})
+    _write(tmp_path / "bad name.npz", {**_HEADER, "name": "x"})
+    rows = {row["name"]: row for row in list_profiles(tmp_path)}
+    assert sorted(rows) == ["a-clips", "b-strings", "bad name", "bob", "c-negative", "d-folder", "renamed"]
+    assert "field 'clips' = 'many'" in rows["a-clips"]["error"]
+    assert "field 'mean' holds <U1 values" in rows["b-strings"]["error"]
+    assert "field 'clips' = -5" in rows["c-negative"]["error"]
+    assert "not a file" in rows["d-folder"]["error"]
+    assert "not a valid speaker name" in rows["bad name"]["error"]
+    assert "error" not in rows["bob"] and rows["bob"]["clips"] == 10 and "note" not in rows["bob"]
+    # Listed (and used by --speaker, removed) under its file name; the header's other name is pointed out.
+    assert "error" not in rows["renamed"] and rows["renamed"]["note"] == "header names 'carol', file is 'renamed'"
+    assert all("\n" not in row.get("error", "") for row in rows.values())
+
+
+def test_list_profiles_survives_any_exception(tmp_path, monkeypatch):
+    """Even an exception type the loader does not expect becomes a row, not a crash of the listing."""
+    _profile("bob").save(tmp_path)
+    _profile("dave").save(tmp_path)
+    real = SpeakerProfile.load.__func__
+
+    def flaky(cls, path, **kwargs):
+        if Path(path).stem == "bob":
+            raise RuntimeError("disk on fire\nsecond line")
+        return real(cls, path, **kwargs)
+
+    monkeypatch.setattr(SpeakerProfile, "load", classmethod(flaky))
+    rows = list_profiles(tmp_path)
+    assert [r["name"] for r in rows] == ["bob", "dave"] and "error" not in rows[1]
+    assert rows[0]["error"] == f"{tmp_path / 'bob.npz'}: unreadable (RuntimeError: disk on fire second line)"
+
+
+def test_cli_speakers_list_with_bad_profiles(tmp_path, capsys):
+    """Every file gets a row; exit 1 when any profile is unreadable (0 when all are)."""
+    _profile("bob").save(tmp_path)
+    _write(tmp_path / "renamed.npz", {**_HEADER, "name": "carol"})
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("bob ") and out[1].startswith("renamed ")
+    assert "header names 'carol', file is 'renamed'" in out[1]
+    _write(tmp_path / "neg.npz", {**_HEADER, "clips": -5})
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path), "--json"]) == 1
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["name"] for r in rows] == ["bob", "neg", "renamed"] and "field 'clips' = -5" in rows[1]["error"]
+    assert "1 of 3 profiles unreadable" in captured.err
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path / "none")]) == 0
+
+
 def test_adapted_head_needs_encoder_features():
     with pytest.raises(ConfigError, match="speakers.adapted_head=true"):
         preset("tiny").override({"speakers.adapted_head": True})

@@ -320,16 +320,32 @@ def profile_path(name: str, folder: str | os.PathLike | None = None) -> Path:
 
 
 def list_profiles(folder: str | os.PathLike | None = None) -> list[dict]:
-    """Header of every profile in ``folder`` (unreadable files are listed with their error)."""
+    """One row per ``*.npz`` file in ``folder``; never raises for a bad file.
+
+    A row is named after its file, the name ``--speaker`` and :func:`remove_profile` take, not after the
+    name in the header. A readable profile's row holds its header (``clips``, ``created``, ``features``,
+    ``kind``), ``bytes`` and ``path``, plus a ``note`` when the header names another speaker (a renamed
+    or copied file: still usable under the file's name). A file that cannot be used holds ``path`` and
+    ``error`` (one line) instead: unreadable, malformed, or named so that ``--speaker`` cannot reach it.
+    """
     folder = Path(folder or default_profiles_dir())
     rows = []
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        name = path.stem
         try:
+            if not _is_name(name):
+                raise ProfileError(f"{_at(path)}: file name {name!r} is not a valid speaker name, so --speaker "
+                                   "cannot use it (1-64 letters, digits, '.', '_' or '-'); rename the file")
             p = SpeakerProfile.load(path)
-            rows.append({"name": p.name, "clips": p.stats.n, "created": p.created, "features": p.features,
-                         "kind": p.kind, "bytes": path.stat().st_size, "path": str(path)})
+            row = {"name": name, "clips": p.stats.n, "created": p.created, "features": p.features, "kind": p.kind,
+                   "bytes": path.stat().st_size, "path": str(path)}
+            if p.name != name:
+                row["note"] = f"header names {p.name!r}, file is {name!r}"
         except ProfileError as exc:
-            rows.append({"name": path.stem, "path": str(path), "error": str(exc)})
+            row = {"name": name, "path": str(path), "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a listing shows every file; one bad file must not hide the rest
+            row = {"name": name, "path": str(path), "error": f"{_at(path)}: unreadable ({_one_line(exc)})"}
+        rows.append(row)
     return rows
 
 
