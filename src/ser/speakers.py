@@ -276,7 +276,7 @@ class SpeakerProfile:
         name = _field(header, "name", at, _is_name, "a speaker name (1-64 letters, digits, '.', '_' or '-')")
         fingerprint_ = _field(header, "features", at, _is_fingerprint, "the feature fingerprint (a short text)")
         clips = _field(header, "clips", at, _is_count, "a positive integer")
-        created = _field(header, "created", at, _is_time, "the enrolment time (a short one-line text)", "")
+        created = _field(header, "created", at, _is_short_text, "the enrolment time (a short one-line text)", "")
         kind = _field(header, "profile_kind", at, lambda v: v in ("enrol", "adapt"), "'enrol' or 'adapt'", "enrol")
         if features is not None and fingerprint_ != features:
             raise ProfileError(f"{at}: made for another model's features ({fingerprint_}, this model "
@@ -397,10 +397,11 @@ def _read_npz(path: str | os.PathLike, kind: str, names: Sequence[str], *,
     try:
         # Our own file object: np.load given a path leaks its file when the zip directory is damaged.
         with open(path, "rb") as fh:
-            data = np.load(fh, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):  # a lone .npy array (np.load read it whole)
-                raise ValueError("an .npy array, not an .npz archive")
-            with data:
+            # Only a zip is an npz: np.load would otherwise read a lone .npy array whole, however large.
+            if fh.read(2) != b"PK":
+                raise ValueError("not a zip archive")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as data:
                 size = sum(info.file_size for info in data.zip.infolist())
                 if size > MAX_NPZ_BYTES:  # declared sizes bound what zipfile will inflate: no zip bombs
                     raise ValueError(f"{size} bytes uncompressed, more than {MAX_NPZ_BYTES}")
@@ -469,13 +470,13 @@ def _is_weight(value) -> bool:
     return type(value) in (int, float) and 0 <= value <= MAX_CLIPS
 
 
-def _is_time(value) -> bool:
+def _is_short_text(value) -> bool:
     # Printable and short: `ser speakers list` prints it inside a one-line row (no newlines, no escapes).
     return isinstance(value, str) and len(value) <= 64 and value.isprintable()
 
 
 def _is_fingerprint(value) -> bool:
-    return _is_time(value) and value != ""
+    return _is_short_text(value) and value != ""
 
 
 _REPR = reprlib.Repr()
