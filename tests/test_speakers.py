@@ -126,7 +126,7 @@ def test_profile_folder_that_is_a_file(tmp_path):
         _profile().save(tmp_path / "taken")
 
 
-@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "-x", "x" * 65, "é"])
+@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "-x", "x" * 65, "é", "alice\n", 5, None])
 def test_bad_speaker_names(name):
     with pytest.raises(ProfileError, match="speaker"):
         check_name(name)
@@ -156,13 +156,207 @@ def test_malformed_and_foreign_profiles(tmp_path):
     np.savez(tmp_path / "nan.npz", header=np.array(json.dumps(header)), mean=np.full(3, np.nan), std=np.ones(3))
     np.savez(tmp_path / "future.npz", header=np.array(json.dumps({**header, "format": 99})), mean=np.zeros(3),
              std=np.ones(3))
-    for name, message in [("norm.npz", "not a speaker-profile file"), ("shapes.npz", "malformed arrays"),
-                          ("nan.npz", "malformed arrays"), ("future.npz", "format 99 is not supported")]:
+    for name, message in [("norm.npz", "not a speaker-profile file"), ("shapes.npz", "field 'std' has shape"),
+                          ("nan.npz", "field 'mean' holds non-finite"), ("future.npz", "format 99 is not supported")]:
         with pytest.raises(ProfileError, match=f"{name}: {message}"):
             SpeakerProfile.load(tmp_path / name)
     with pytest.raises(ProfileError, match="missing.npz: file not found"):
         SpeakerProfile.load(tmp_path / "missing.npz")
     assert zipfile.is_zipfile(good)
+
+
+# --- malformed profile and norm files: one line naming the file, the field and the expectation ---------
+
+_HEADER = {"format": 1, "kind": "speaker-profile", "name": "x", "features": "f", "clips": 3,
+           "created": "2024-01-01T00:00:00+00:00", "profile_kind": "enrol"}
+
+
+def _write(path: Path, header, **arrays) -> Path:
+    """An npz with a JSON header and the given arrays (default: a valid 3-dimension profile)."""
+    arrays = arrays or {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float16)}
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    return path
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("clips", -5, "a positive integer"), ("clips", 0, "a positive integer"), ("clips", "many", "a positive integer"),
+    ("clips", 2.5, "a positive integer"), ("clips", 3.0, "a positive integer"), ("clips", True, "a positive integer"),
+    ("clips", None, "a positive integer"), ("clips", 10 ** 30, "a positive integer"),
+    ("clips", float("nan"), "a positive integer"),
+    ("name", 5, "a speaker name"), ("name", "../etc", "a speaker name"), ("name", "a\nb", "a speaker name"),
+    ("features", 5, "the feature fingerprint"), ("features", "", "the feature fingerprint"),
+    ("features", "a\nb", "the feature fingerprint"), ("created", 5, "the enrolment time"),
+    ("created", "x\x1b[2J", "the enrolment time"), ("profile_kind", "other", "'enrol' or 'adapt'"),
+    ("profile_kind", None, "'enrol' or 'adapt'"),
+])
+def test_profile_header_fields_are_checked(tmp_path, field, value, expected):
+    """A header value of the wrong type or range is one clear line, not a traceback or NaN scores later."""
+    path = _write(tmp_path / "bad.npz", {**_HEADER, field: value})
+    with pytest.raises(ProfileError) as info:
+        SpeakerProfile.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: field {field!r} = ") and f": expected {expected}" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("field", ["name", "features", "clips"])
+def test_profile_header_fields_are_required(tmp_path, field):
+    header = {k: v for k, v in _HEADER.items() if k != field}
+    with pytest.raises(ProfileError, match=f"bad.npz: field {field!r} is missing: expected "):
+        SpeakerProfile.load(_write(tmp_path / "bad.npz", header))
+
+
+def test_profile_optional_header_fields_default(tmp_path):
+    """``created`` and ``profile_kind`` may be absent (older files); other fields are ignored."""
+    header = {k: v for k, v in _HEADER.items() if k not in ("created", "profile_kind")}
+    back = SpeakerProfile.load(_write(tmp_path / "x.npz", {**header, "extra": [1, {"a": None}]}))
+    assert back.created == "" and back.kind == "enrol" and back.stats.n == 3
+
+
+def test_format_must_be_the_integer_1(tmp_path):
+    """``true == 1`` in Python: the format check compares types too."""
+    for value in (True, 1.0, "1"):
+        with pytest.raises(ProfileError, match=r"bad.npz: format .* is not supported \(expected 1\)"):
+            SpeakerProfile.load(_write(tmp_path / "bad.npz", {**_HEADER, "format": value}))
+
+
+@pytest.mark.parametrize("mean, std, message", [
+    (np.array(["a", "b", "c"]), np.array(["a", "b", "c"]), "field 'mean' holds <U1 values: expected floating-point"),
+    (np.zeros(3, complex), np.ones(3, complex), "field 'mean' holds complex128 values: expected floating-point"),
+    (np.zeros(3, np.int64), np.ones(3, np.int64), "field 'mean' holds int64 values: expected floating-point"),
+    (np.zeros(3, bool), np.ones(3, bool), "field 'mean' holds bool values: expected floating-point"),
+    (np.zeros(0), np.zeros(0), r"field 'mean' has shape \(0,\): expected a non-empty array"),
+    (np.zeros((2, 0)), np.zeros((2, 0)), r"field 'mean' has shape \(2, 0\): expected a non-empty array"),
+    (np.float32(1.0), np.float16(1.0), r"field 'mean' has shape \(\): expected a non-empty array"),
+    (np.zeros(3), np.ones(4), r"field 'std' has shape \(4,\): expected the shape of 'mean', \(3,\)"),
+    (np.full(3, np.nan), np.ones(3), "field 'mean' holds non-finite values: expected finite numbers"),
+    (np.zeros(3), np.array([1.0, np.inf, 1.0]), "field 'std' holds non-finite values: expected finite numbers"),
+    (np.zeros(3), np.array([1.0, -1.0, 1.0]), "field 'std' holds negative values: expected standard deviations"),
+    (np.full(3, 1e300), np.ones(3), "field 'mean' holds values beyond"),
+    (np.zeros(3), np.full(3, 1e200), "field 'std' holds values beyond"),
+])
+def test_profile_arrays_are_checked(tmp_path, mean, std, message):
+    with pytest.raises(ProfileError, match=f"bad.npz: {message}"):
+        SpeakerProfile.load(_write(tmp_path / "bad.npz", _HEADER, mean=mean, std=std))
+
+
+def test_object_and_missing_arrays(tmp_path):
+    np.savez(tmp_path / "object.npz", header=np.array(json.dumps(_HEADER)), mean=np.array([1, "a"], dtype=object),
+             std=np.ones(2))
+    with pytest.raises(ProfileError, match="object.npz: not a readable speaker-profile file"):
+        SpeakerProfile.load(tmp_path / "object.npz")
+    np.savez(tmp_path / "nostd.npz", header=np.array(json.dumps(_HEADER)), mean=np.zeros(3))
+    with pytest.raises(ProfileError, match="nostd.npz: not a readable speaker-profile file"):
+        SpeakerProfile.load(tmp_path / "nostd.npz")
+    np.savez(tmp_path / "header.npz", header=np.arange(3), mean=np.zeros(3), std=np.ones(3))
+    with pytest.raises(ProfileError, match="header.npz: not a readable speaker-profile file"):
+        SpeakerProfile.load(tmp_path / "header.npz")
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "plain.npy").rename(tmp_path / "plain.npz")
+    with pytest.raises(ProfileError, match="plain.npz: not a readable speaker-profile file"):
+        SpeakerProfile.load(tmp_path / "plain.npz")
+
+
+def test_profile_shape_is_checked_against_the_model(tmp_path):
+    """A profile is only used with a model whose features have its shape (else: broadcast errors or junk)."""
+    path = _profile(shape=(7, 1024)).save(tmp_path)
+    assert SpeakerProfile.load(path, features="abc123", shape=(7, 1024)).stats.mean.shape == (7, 1024)
+    with pytest.raises(ProfileError, match=r"alice.npz: field 'mean' has shape \(7, 1024\): expected this model's "
+                                           r"feature shape \(7, 512\)"):
+        SpeakerProfile.load(path, features="abc123", shape=(7, 512))
+    profile = _profile(shape=(3,))
+    assert profile.check_shape((3,)) is profile
+    with pytest.raises(ProfileError, match=r"speaker 'alice': statistics of shape \(3,\), this model's features "
+                                           r"have shape \(7, 1024\)"):
+        profile.check_shape((7, 1024))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prior_n": -1}, "field 'prior_n' = -1: expected a positive integer"),
+    ({"prior_n": "24"}, "field 'prior_n' = '24': expected a positive integer"),
+    ({"prior_weight": -1.0}, "field 'prior_weight' = -1.0: expected a number from 0 to"),
+    ({"prior_weight": None}, "field 'prior_weight' = None: expected a number from 0 to"),
+    ({"prior_weight": True}, "field 'prior_weight' = True: expected a number from 0 to"),
+    ({"prior_n": None, "prior_weight": 5.0}, "field 'prior_n' = None: expected a positive integer"),
+])
+def test_norm_header_is_checked(tmp_path, change, message):
+    header = {"format": 1, "kind": "speaker-norm", "prior_n": 10, "prior_weight": 5.0, **change}
+    ones = np.ones((2, 3), np.float32)
+    path = _write(tmp_path / "speakers.npz", header, prior_mean=ones, prior_var=ones, enrol_shift=ones,
+                  enrol_scale=ones)
+    with pytest.raises(ModelError, match=f"speakers.npz: {message}"):
+        SpeakerNorm.load(path)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("prior_var", -np.ones((2, 3)), "field 'prior_var' holds negative values"),
+    ("enrol_scale", -np.ones((2, 3)), "field 'enrol_scale' holds negative values"),
+    ("prior_mean", np.full((2, 3), np.nan), "field 'prior_mean' holds non-finite values"),
+    ("enrol_shift", np.ones(6), r"field 'enrol_shift' has shape \(6,\): expected the shape of 'prior_mean'"),
+    ("prior_mean", np.array([["a"]]), "field 'prior_mean' holds <U1 values"),
+])
+def test_norm_arrays_are_checked(tmp_path, name, value, message):
+    arrays = {k: np.ones((2, 3), np.float32) for k in ("prior_mean", "prior_var", "enrol_shift", "enrol_scale")}
+    header = {"format": 1, "kind": "speaker-norm", "prior_n": 10, "prior_weight": 5.0}
+    path = _write(tmp_path / "speakers.npz", header, **{**arrays, name: value})
+    with pytest.raises(ModelError, match=f"speakers.npz: {message}"):
+        SpeakerNorm.load(path)
+
+
+def test_list_profiles_lists_every_file_under_its_file_name(tmp_path):
+    """A bad file is a row with its error (whatever went wrong), and the rest are still listed."""
+    _profile("bob").save(tmp_path)
+    _write(tmp_path / "a-clips.npz", {**_HEADER, "clips": "many"})
+    _write(tmp_path / "b-strings.npz", _HEADER, mean=np.array(["a"]), std=np.array(["b"]))
+    _write(tmp_path / "c-negative.npz", {**_HEADER, "clips": -5})
+    (tmp_path / "d-folder.npz").mkdir()
+    _write(tmp_path / "renamed.npz", {**_HEADER, "name": "carol"})
+    _write(tmp_path / "bad name.npz", {**_HEADER, "name": "x"})
+    rows = {row["name"]: row for row in list_profiles(tmp_path)}
+    assert sorted(rows) == ["a-clips", "b-strings", "bad name", "bob", "c-negative", "d-folder", "renamed"]
+    assert "field 'clips' = 'many'" in rows["a-clips"]["error"]
+    assert "field 'mean' holds <U1 values" in rows["b-strings"]["error"]
+    assert "field 'clips' = -5" in rows["c-negative"]["error"]
+    assert "not a file" in rows["d-folder"]["error"]
+    assert "not a valid speaker name" in rows["bad name"]["error"]
+    assert "error" not in rows["bob"] and rows["bob"]["clips"] == 10 and "note" not in rows["bob"]
+    # Listed (and used by --speaker, removed) under its file name; the header's other name is pointed out.
+    assert "error" not in rows["renamed"] and rows["renamed"]["note"] == "header names 'carol', file is 'renamed'"
+    assert all("\n" not in row.get("error", "") for row in rows.values())
+
+
+def test_list_profiles_survives_any_exception(tmp_path, monkeypatch):
+    """Even an exception type the loader does not expect becomes a row, not a crash of the listing."""
+    _profile("bob").save(tmp_path)
+    _profile("dave").save(tmp_path)
+    real = SpeakerProfile.load.__func__
+
+    def flaky(cls, path, **kwargs):
+        if Path(path).stem == "bob":
+            raise RuntimeError("disk on fire\nsecond line")
+        return real(cls, path, **kwargs)
+
+    monkeypatch.setattr(SpeakerProfile, "load", classmethod(flaky))
+    rows = list_profiles(tmp_path)
+    assert [r["name"] for r in rows] == ["bob", "dave"] and "error" not in rows[1]
+    assert rows[0]["error"] == f"{tmp_path / 'bob.npz'}: unreadable (RuntimeError: disk on fire second line)"
+
+
+def test_cli_speakers_list_with_bad_profiles(tmp_path, capsys):
+    """Every file gets a row; exit 1 when any profile is unreadable (0 when all are)."""
+    _profile("bob").save(tmp_path)
+    _write(tmp_path / "renamed.npz", {**_HEADER, "name": "carol"})
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("bob ") and out[1].startswith("renamed ")
+    assert "header names 'carol', file is 'renamed'" in out[1]
+    _write(tmp_path / "neg.npz", {**_HEADER, "clips": -5})
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path), "--json"]) == 1
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["name"] for r in rows] == ["bob", "neg", "renamed"] and "field 'clips' = -5" in rows[1]["error"]
+    assert "1 of 3 profiles unreadable" in captured.err
+    assert main(["speakers", "list", "--speakers-dir", str(tmp_path / "none")]) == 0
 
 
 def test_adapted_head_needs_encoder_features():

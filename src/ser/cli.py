@@ -505,19 +505,32 @@ def cmd_speakers_enrol(args: argparse.Namespace) -> int:
 
 
 def cmd_speakers_list(args: argparse.Namespace) -> int:
+    """List every profile file, one row each, under its file name (what ``--speaker`` and ``remove`` take).
+
+    A profile whose header names another speaker (a renamed or copied file) is listed under its file
+    name with a note; a file that cannot be used (unreadable, malformed, badly named) is listed with its
+    error, and the rest are still listed. Exit status: 0 when every profile is usable (or there are none),
+    1 when any is not (with a count on stderr), so scripts notice a broken profile folder.
+    """
     from ser.speakers import default_profiles_dir, list_profiles
 
     rows = list_profiles(args.speakers_dir)
     for row in rows:
+        # A file name may hold a newline or escapes (the row's error says so): quote it to keep one row per line.
+        name = row["name"] if row["name"].isprintable() else repr(row["name"])
         if args.json:
             print(json.dumps(row))
         elif "error" in row:
-            print(f"{row['name']:<20} unreadable: {row['error']}")
+            print(f"{name:<20} unreadable: {row['error']}")
         else:
-            print(f"{row['name']:<20} {row['clips']:>4} clips  {row['created']}  {row['bytes'] / 1024:.0f} KB")
+            note = f"  ({row['note']})" if "note" in row else ""
+            print(f"{name:<20} {row['clips']:>4} clips  {row['created']}  {row['bytes'] / 1024:.0f} KB{note}")
     if not rows and not args.json:
         print(f"no speaker profiles in {args.speakers_dir or default_profiles_dir()}", file=sys.stderr)
-    return 0
+    bad = sum("error" in row for row in rows)
+    if bad:
+        print(f"{bad} of {len(rows)} profiles unreadable", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def cmd_speakers_remove(args: argparse.Namespace) -> int:

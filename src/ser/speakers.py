@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import zipfile
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +40,16 @@ FORMAT = 1
 EPS = 1e-6
 #: Emotions of an enrolment recording (a speaker reading calmly).
 ENROL_CLASSES = ("neutral", "calm")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Most clips a profile (or the prior) may count: beyond any real enrolment, and small enough that the
+#: shrinkage weights n / (n + k0) stay exact in float64.
+MAX_CLIPS = 10 ** 9
+#: Largest magnitude of a stored mean, standard deviation, shift or scale. Encoder features are far below it
+#: (the bundled model's are below 3000); the bound keeps every sum, product and standardised value made from
+#: the statistics finite, so a hand-edited file cannot turn into NaN scores.
+MAX_STAT = 1e12
+#: Most bytes an npz may hold once decompressed: profiles are about 40 KB, a norm file a few hundred KB.
+MAX_NPZ_BYTES = 256 * 1024 * 1024
 
 
 class ProfileError(SERError, ValueError):
@@ -156,14 +165,24 @@ class SpeakerNorm:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeakerNorm:
-        """Read a file written by :meth:`save` (no code is executed)."""
+        """Read a file written by :meth:`save` (no code is executed).
+
+        Raises
+        ------
+        ModelError
+            Missing or malformed file, or a header field or array of the wrong type, shape or range
+            (one line naming the file and the field).
+        """
         try:
             header, arrays = _read_npz(path, "speaker-norm", ("prior_mean", "prior_var", "enrol_shift",
-                                                              "enrol_scale"))
+                                                              "enrol_scale"), nonnegative=("prior_var", "enrol_scale"))
+            at = _at(path)
+            prior_n = _field(header, "prior_n", at, _is_count, "a positive integer")
+            prior_weight = _field(header, "prior_weight", at, _is_weight, f"a number from 0 to {MAX_CLIPS}")
         except ProfileError as exc:
             raise ModelError(str(exc)) from None
-        prior = SpeakerStats(arrays["prior_mean"], arrays["prior_var"], int(header["prior_n"]))
-        return cls(prior, arrays["enrol_shift"], arrays["enrol_scale"], float(header["prior_weight"]))
+        prior = SpeakerStats(arrays["prior_mean"], arrays["prior_var"], prior_n)
+        return cls(prior, arrays["enrol_shift"], arrays["enrol_scale"], float(prior_weight))
 
 
 def normalize_by_group(x: np.ndarray, groups: np.ndarray, norm: SpeakerNorm) -> np.ndarray:
@@ -232,33 +251,59 @@ class SpeakerProfile:
             raise ProfileError(f"{path}: cannot write the profile ({exc.strerror or exc})") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, features: str | None = None) -> SpeakerProfile:
-        """Read a profile; with ``features``, refuse one made for another feature pipeline.
+    def load(cls, path: str | os.PathLike, *, features: str | None = None,
+             shape: Sequence[int] | None = None) -> SpeakerProfile:
+        """Read a profile; refuse one made for another feature pipeline or feature shape.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npz`` file.
+        features : str, optional
+            The using model's feature fingerprint (see :func:`fingerprint`).
+        shape : sequence of int, optional
+            The using model's feature shape (its speaker norm's ``prior.mean.shape``): statistics of another
+            shape would broadcast into nonsense or fail deep inside the head.
 
         Raises
         ------
         ProfileError
-            Missing, malformed, or foreign profile (one line naming the file).
+            Missing, malformed, or foreign profile: one line naming the file, the field, its value and
+            what was expected.
         """
-        header, arrays = _read_npz(path, "speaker-profile", ("mean", "std"))
-        for key in ("name", "features", "clips"):
-            if key not in header:
-                raise ProfileError(f"{path}: not a speaker profile (no {key!r} in its header)")
-        if features is not None and header["features"] != features:
-            raise ProfileError(f"{path}: made for another model's features ({header['features']}, this model "
+        header, arrays = _read_npz(path, "speaker-profile", ("mean", "std"), nonnegative=("std",))
+        at = _at(path)
+        name = _field(header, "name", at, _is_name, "a speaker name (1-64 letters, digits, '.', '_' or '-')")
+        fingerprint_ = _field(header, "features", at, _is_fingerprint, "the feature fingerprint (a short text)")
+        clips = _field(header, "clips", at, _is_count, "a positive integer")
+        created = _field(header, "created", at, _is_short_text, "the enrolment time (a short one-line text)", "")
+        kind = _field(header, "profile_kind", at, lambda v: v in ("enrol", "adapt"), "'enrol' or 'adapt'", "enrol")
+        if features is not None and fingerprint_ != features:
+            raise ProfileError(f"{at}: made for another model's features ({fingerprint_}, this model "
                                f"uses {features}); enrol the speaker again with this model")
-        mean, std = arrays["mean"].astype(np.float64), arrays["std"].astype(np.float64)
-        if np.any(std < 0):
-            raise ProfileError(f"{path}: malformed statistics (negative standard deviations)")
-        var = std ** 2
-        return cls(str(header["name"]), SpeakerStats(mean, var, int(header["clips"])), str(header["features"]),
-                   str(header.get("created", "")), str(header.get("profile_kind", "enrol")))
+        mean = arrays["mean"].astype(np.float64)
+        if shape is not None and mean.shape != tuple(shape):
+            raise ProfileError(f"{at}: field 'mean' has shape {mean.shape}: expected this model's feature shape "
+                               f"{tuple(shape)}; enrol the speaker again with this model")
+        var = arrays["std"].astype(np.float64) ** 2
+        return cls(name, SpeakerStats(mean, var, clips), fingerprint_, created, kind)
+
+    def check_shape(self, shape: Sequence[int]) -> SpeakerProfile:
+        """Return this profile if its statistics have the feature ``shape``, else raise :class:`ProfileError`.
+
+        For a profile passed in memory (:meth:`load` takes ``shape=`` for files).
+        """
+        if self.stats.mean.shape != tuple(shape):
+            raise ProfileError(f"speaker {self.name!r}: statistics of shape {self.stats.mean.shape}, this model's "
+                               f"features have shape {tuple(shape)}; enrol the speaker again with this model")
+        return self
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid speaker name, else raise :class:`ProfileError`."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ProfileError(f"speaker {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not starting with "
+    # fullmatch: with match, "$" also matches before a final newline ("alice\n" would pass).
+    if not _is_name(name):
+        raise ProfileError(f"speaker {_show(name)}: use 1-64 letters, digits, '.', '_' or '-' (not starting with "
                            "'.', '_' or '-')")
     return name
 
@@ -275,16 +320,32 @@ def profile_path(name: str, folder: str | os.PathLike | None = None) -> Path:
 
 
 def list_profiles(folder: str | os.PathLike | None = None) -> list[dict]:
-    """Header of every profile in ``folder`` (unreadable files are listed with their error)."""
+    """One row per ``*.npz`` file in ``folder``; never raises for a bad file.
+
+    A row is named after its file, the name ``--speaker`` and :func:`remove_profile` take, not after the
+    name in the header. A readable profile's row holds its header (``clips``, ``created``, ``features``,
+    ``kind``), ``bytes`` and ``path``, plus a ``note`` when the header names another speaker (a renamed
+    or copied file: still usable under the file's name). A file that cannot be used holds ``path`` and
+    ``error`` (one line) instead: unreadable, malformed, or named so that ``--speaker`` cannot reach it.
+    """
     folder = Path(folder or default_profiles_dir())
     rows = []
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        name = path.stem
         try:
+            if not _is_name(name):
+                raise ProfileError(f"{_at(path)}: file name {name!r} is not a valid speaker name, so --speaker "
+                                   "cannot use it (1-64 letters, digits, '.', '_' or '-'); rename the file")
             p = SpeakerProfile.load(path)
-            rows.append({"name": p.name, "clips": p.stats.n, "created": p.created, "features": p.features,
-                         "kind": p.kind, "bytes": path.stat().st_size, "path": str(path)})
+            row = {"name": name, "clips": p.stats.n, "created": p.created, "features": p.features, "kind": p.kind,
+                   "bytes": path.stat().st_size, "path": str(path)}
+            if p.name != name:
+                row["note"] = f"header names {p.name!r}, file is {name!r}"
         except ProfileError as exc:
-            rows.append({"name": path.stem, "path": str(path), "error": str(exc)})
+            row = {"name": name, "path": str(path), "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a listing shows every file; one bad file must not hide the rest
+            row = {"name": name, "path": str(path), "error": f"{_at(path)}: unreadable ({_one_line(exc)})"}
+        rows.append(row)
     return rows
 
 
@@ -318,21 +379,122 @@ def _write_npz(path: str | os.PathLike, header: dict, **arrays: np.ndarray) -> P
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _read_npz(path: str | os.PathLike, kind: str, names: Sequence[str]) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_npz(path: str | os.PathLike, kind: str, names: Sequence[str], *,
+              nonnegative: Sequence[str] = ()) -> tuple[dict, dict[str, np.ndarray]]:
+    """Header and arrays ``names`` of an npz of ``kind``, checked.
+
+    The header must be a JSON object of that ``kind`` and :data:`FORMAT`; the arrays must hold finite
+    floating-point numbers within :data:`MAX_STAT`, share one non-empty shape, and be ``>= 0`` where
+    named in ``nonnegative``. Header fields beyond ``kind`` and ``format`` are the caller's to check
+    (with :func:`_field`). Raises :class:`ProfileError`, one line naming the file.
+    """
     path = Path(path)
+    at = _at(path)
+    if not path.exists():
+        raise ProfileError(f"{at}: file not found")
     if not path.is_file():
-        raise ProfileError(f"{path}: file not found")
+        raise ProfileError(f"{at}: not a file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            arrays = {name: np.asarray(data[name]) for name in names}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
-        raise ProfileError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {exc})") from None
+        # Our own file object: np.load given a path leaks its file when the zip directory is damaged.
+        with open(path, "rb") as fh:
+            # Only a zip is an npz: np.load would otherwise read a lone .npy array whole, however large.
+            if fh.read(2) != b"PK":
+                raise ValueError("not a zip archive")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as data:
+                size = sum(info.file_size for info in data.zip.infolist())
+                if size > MAX_NPZ_BYTES:  # declared sizes bound what zipfile will inflate: no zip bombs
+                    raise ValueError(f"{size} bytes uncompressed, more than {MAX_NPZ_BYTES}")
+                raw = data["header"]
+                if raw.dtype.kind != "U" or raw.ndim != 0:
+                    raise ValueError(f"its header is a {raw.dtype} array of shape {raw.shape}, not a JSON text")
+                header = json.loads(str(raw))
+                arrays = {name: np.asarray(data[name]) for name in names}
+    except Exception as exc:  # noqa: BLE001 - see below
+        # A damaged or hostile file fails inside zipfile, zlib, numpy's format reader or json with many
+        # exception types (BadZipFile, zlib.error, struct.error, EOFError, NotImplementedError for an unknown
+        # compression, RuntimeError for an encrypted member, MemoryError for a huge claimed shape,
+        # RecursionError for deeply nested JSON...). All mean the same here: the file cannot be read.
+        raise ProfileError(f"{at}: not a readable {kind} file ({_one_line(exc)})") from None
     if not isinstance(header, dict) or header.get("kind") != kind:
-        raise ProfileError(f"{path}: not a {kind} file")
-    if header.get("format") != FORMAT:
-        raise ProfileError(f"{path}: format {header.get('format')!r} is not supported (expected {FORMAT})")
-    shapes = {a.shape for a in arrays.values()}
-    if len(shapes) != 1 or not all(np.isfinite(a).all() for a in arrays.values()):
-        raise ProfileError(f"{path}: malformed arrays (shapes {sorted(shapes)}, or non-finite values)")
+        raise ProfileError(f"{at}: not a {kind} file")
+    version = header.get("format")
+    if type(version) is not int or version != FORMAT:  # type: True == 1.0 == 1 in Python
+        raise ProfileError(f"{at}: format {_show(version)} is not supported (expected {FORMAT})")
+    first = names[0]
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise ProfileError(f"{at}: field {name!r} holds {a.dtype} values: expected floating-point numbers")
+        if a.ndim == 0 or a.size == 0:
+            raise ProfileError(f"{at}: field {name!r} has shape {a.shape}: expected a non-empty array")
+        if a.shape != arrays[first].shape:
+            raise ProfileError(f"{at}: field {name!r} has shape {a.shape}: expected the shape of {first!r}, "
+                               f"{arrays[first].shape}")
+        if not np.isfinite(a).all():
+            raise ProfileError(f"{at}: field {name!r} holds non-finite values: expected finite numbers")
+        if float(np.abs(a).max()) > MAX_STAT:  # float(): comparing in float16 would overflow 1e12
+            raise ProfileError(f"{at}: field {name!r} holds values beyond {MAX_STAT:g} in magnitude: expected "
+                               "feature statistics")
+        if name in nonnegative and (a < 0).any():
+            what = "standard deviations" if name == "std" else "variances or variance ratios"
+            raise ProfileError(f"{at}: field {name!r} holds negative values: expected {what} (>= 0)")
     return header, arrays
+
+
+_MISSING = object()
+
+
+def _field(header: dict, name: str, at: str, valid, expected: str, default=_MISSING):
+    """``header[name]`` if ``valid(value)``; ``default`` if absent and given; else :class:`ProfileError`."""
+    if name not in header:
+        if default is _MISSING:
+            raise ProfileError(f"{at}: field {name!r} is missing: expected {expected}")
+        return default
+    value = header[name]
+    if not valid(value):
+        raise ProfileError(f"{at}: field {name!r} = {_show(value)}: expected {expected}")
+    return value
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
+def _is_count(value) -> bool:
+    # type(...) is int: JSON true is a bool (an int in Python), 3.0 is not a count.
+    return type(value) is int and 1 <= value <= MAX_CLIPS
+
+
+def _is_weight(value) -> bool:
+    # Range comparisons reject NaN and infinities; a huge int is refused before any float conversion.
+    return type(value) in (int, float) and 0 <= value <= MAX_CLIPS
+
+
+def _is_short_text(value) -> bool:
+    # Printable and short: `ser speakers list` prints it inside a one-line row (no newlines, no escapes).
+    return isinstance(value, str) and len(value) <= 64 and value.isprintable()
+
+
+def _is_fingerprint(value) -> bool:
+    return _is_short_text(value) and value != ""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+
+
+def _show(value) -> str:
+    """A value for an error message: a short one-line repr, however long or deep the value."""
+    return _REPR.repr(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line (messages from zipfile or numpy may span several)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _at(path: str | os.PathLike) -> str:
+    """A path for an error message: as is, or quoted where it holds a newline or other unprintable text."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
