@@ -406,11 +406,11 @@ class Recognizer:
         if isinstance(speaker, SpeakerProfile):
             if speaker.features != self.features_id:
                 raise ProfileError(f"speaker {speaker.name!r}: profile made for another model's features")
-            return speaker
+            return speaker.check_shape(self.speaker_norm.prior.mean.shape)
         path = profile_path(speaker, folder)
         if not path.exists():
             raise ProfileError(f"speaker {speaker!r}: no profile at {path}; enrol the speaker first")
-        return SpeakerProfile.load(path, features=self.features_id)
+        return SpeakerProfile.load(path, features=self.features_id, shape=self.speaker_norm.prior.mean.shape)
 
     def _speaker(self, speaker) -> tuple | None:
         """A name, profile or statistics → ``(SpeakerStats, kind)`` for :meth:`_scores` (None passes)."""
