@@ -73,6 +73,15 @@ def _check_output_file(path: str | os.PathLike, what: str) -> None:
         raise OutputError(f"{path.parent}: folder not found (for the {what} file {path.name})")
 
 
+def _say(line: str) -> None:
+    """Print one line to stderr on a line of its own, also while a progress bar is drawn there."""
+    tqdm = sys.modules.get("tqdm")  # loaded only when a bar is shown; importing it costs start-up time
+    if tqdm is not None:
+        tqdm.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+
+
 def _flush_stdout() -> None:
     """Flush standard output now, so a full disk is one clear error here rather than a traceback at exit."""
     try:
@@ -337,7 +346,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 message = str(result)
                 if source == "-":  # name standard input, not its temporary copy
                     message = "-: " + message.split(": ", 1)[-1]
-                print(f"error: {message}", file=sys.stderr)
+                _say(f"error: {message}")
             else:
                 sink.write(source, result, recognizer.classes)
     if len(todo) < len(paths):
