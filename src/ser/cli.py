@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ser.dataset import load_datasets
     from ser.inference import Recognizer, check_output_folder
-    from ser.training import describe_device, fit_final
+    from ser.training import describe_device, fit_final, training_data_record
 
     check_output_folder(args.out, force=args.force)  # before hours of training, not after
     config = _config(args)
@@ -164,19 +164,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                                      progress=not args.quiet)
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
-                             "train_s": round(time.perf_counter() - start, 1)}}
+                             "train_s": round(time.perf_counter() - start, 1)},
+                # What `ser evaluate --model` needs to tell held-out test data from training data.
+                "training_data": training_data_record(clips)}
+    validation = history.get("validation")
+    if validation:
+        metadata["training"]["validation_uar"] = round(validation["uar"], 4)
+        metadata["validation"] = validation
     if args.data_license:
         metadata["data_license"] = args.data_license
     out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
         args.out, history=history, force=args.force)
-    print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
+    score = (f", validation UAR {validation['uar']:.3f}" + (" (near chance)" if validation["near_chance"] else "")
+             if validation else "")
+    print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs{score})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly(args.verbose)
     from ser.dataset import load_datasets
-    from ser.evaluation import confusion_text, evaluate
+    from ser.evaluation import confusion_text, evaluate, protocol_label
 
     clips = load_datasets(args.data)
     if args.model:
@@ -186,9 +194,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _config(args)
     report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
                       grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args), jobs=args.jobs,
-                      progress=not args.quiet)
+                      progress=not args.quiet, partial_folds=args.partial_folds)
     s = report["summary"]
     print(f"device: {report['device']}")
+    print(f"protocol: {protocol_label(report)}")
     for f in s["folds"]:
         print(f"fold {f['fold']} ({', '.join(f['test_speakers']) or 'mixed'}): accuracy {f['accuracy']:.3f}  "
               f"UAR {f['uar']:.3f}  macro-F1 {f['macro_f1']:.3f}")
@@ -197,7 +206,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"UAR {s['mean']['uar']:.3f} ± {s['std']['uar']:.3f}  "
               f"macro-F1 {s['mean']['macro_f1']:.3f} ± {s['std']['macro_f1']:.3f}")
     p = s["pooled"]
-    print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}  macro-F1 {p['macro_f1']:.3f}")
+    spread = f" ± {p['uar_std_over_draws']:.3f} (draws)" if "uar_std_over_draws" in p else ""
+    print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}{spread}  "
+          f"macro-F1 {p['macro_f1']:.3f}")
+    for key in ("baseline", "clean"):
+        if key in report:
+            b = report[key]
+            print(f"{b['what']}: accuracy {b['accuracy']:.3f}  UAR {b['uar']:.3f}  macro-F1 {b['macro_f1']:.3f}")
     print(confusion_text(p["confusion"], report["classes"]))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
@@ -214,7 +229,8 @@ def _score_model(args: argparse.Namespace, clips) -> int:
     if report["left_out"]["data_only"]:
         print("left out (data labels the model lacks): "
               + ", ".join(f"{k} {v}" for k, v in report["left_out"]["data_only"].items()))
-    print(f"accuracy {report['accuracy']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}")
+    mark = "  (NOT held out: see the warning)" if report["held_out"] is False else ""
+    print(f"accuracy {report['accuracy']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}{mark}")
     print(confusion_text(report["confusion"], report["shared_labels"]))
     for line in report["failed"]:
         print(f"error: {line}", file=sys.stderr)
@@ -598,6 +614,20 @@ def _at_least_two(text: str) -> int:
     return value
 
 
+def _protocol(text: str) -> str:
+    from ser.protocols import parse_protocol
+
+    try:
+        return parse_protocol(text).name
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+PROTOCOL_HELP = ("si6 (RAVDESS, all 24 actors), seed-split, group-kfold; speaker adaptation (beside them, never "
+                 "instead): si6-enrol, si6-adapt-K (e.g. si6-adapt-20), si6-adapt-all, si6-prior, channel-shift, or "
+                 "group-kfold-enrol, group-kfold-adapt-K ... for any corpus with speakers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ser``."""
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition: train, evaluate, predict.")
@@ -648,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cross-validate a recipe under a protocol, or score a trained --model on a corpus")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--model", help="score this trained model folder on --data (no training; shared emotions only)")
-    p.add_argument("--protocol", choices=["si6", "seed-split", "group-kfold"])
+    p.add_argument("--protocol", type=_protocol, metavar="PROTOCOL", help=PROTOCOL_HELP)
+    p.add_argument("--partial-folds", action="store_true",
+                   help="let si6 run without all 24 RAVDESS actors (the report says partial)")
     p.add_argument("--folds", type=_at_least_two, default=5, help="k for group-kfold (at least 2)")
     p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
     p.add_argument("--inner-folds", type=_at_least_two, default=3,
