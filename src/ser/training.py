@@ -656,7 +656,8 @@ def training_data_record(clips: Sequence[Clip]) -> dict:
         sorted first :data:`FILE_DIGEST_CHARS` hex digits of each file's SHA-256 (content, not path:
         a copy elsewhere is still recognised); ``clips``: how many.
     """
-    speakers = sorted({qualified_speaker(c) for c in clips if c.speaker})
+    speakers = sorted({qualified_speaker(c) for c in clips if c.speaker},
+                      key=lambda s: (s.rpartition(":")[0], len(s), s))  # ravdess:2 before ravdess:10
     files = sorted({sha256_file(c.path)[:FILE_DIGEST_CHARS] for c in clips})
     return {"clips": len(clips), "speakers": speakers, "file_digest": f"sha256[:{FILE_DIGEST_CHARS}]",
             "files": files}
