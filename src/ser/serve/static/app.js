@@ -124,6 +124,7 @@ function onModelChange() {
     if (option.value) option.disabled = !m.adapted_head;
   }
   if (!m.adapted_head) $('speaker').value = '';
+  $('live-legend').replaceChildren(...legend().childNodes);
   $('enrol-start').disabled = !m.adapted_head;
   $('enrol-status').textContent = m.adapted_head ? '' : `The ${m.name} model cannot use a voice profile; ` +
     'choose a model with speaker adaptation (default) to enrol.';
@@ -489,7 +490,9 @@ async function nextSentence() {
   }
   const rate = job.mic.rate;
   endEnrol();
-  const clips = job.clips.filter((c) => c.reduce((a, x) => a + x.length, 0) >= rate / 2);
+  // Keep the sentences with sound: at least half a second, not silent (the server refuses a silent clip).
+  const peak = (c) => c.reduce((m, x) => x.reduce((n, v) => Math.max(n, Math.abs(v)), m), 0);
+  const clips = job.clips.filter((c) => c.reduce((a, x) => a + x.length, 0) >= rate / 2 && peak(c) > 32);
   if (clips.length < 3) {
     $('enrol-status').textContent = 'Too little was recorded: read each sentence before pressing Next.';
     return;
@@ -519,6 +522,7 @@ async function init() {
     sessionStorage.setItem('ser-token', token());
     if (await loadModels()) { showMessage(''); await loadSpeakers(); }
   });
+  $('token-box').addEventListener('submit', (e) => { e.preventDefault(); $('token').dispatchEvent(new Event('change')); });
   $('model').addEventListener('change', onModelChange);
   $('choose').addEventListener('click', () => $('file-input').click());
   $('file-input').addEventListener('change', (e) => { handleFiles(e.target.files); e.target.value = ''; });
