@@ -107,11 +107,13 @@ def test_health_models_page_and_docs(server):
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "Record" in page.text and "Enrol my voice" in page.text
     for text in [page.text] + [httpx.get(f"{server.url}/static/{a}").text for a in ("app.js", "style.css",
-                                                                                    "pcm-worklet.js")]:
+                                                                                    "pcm-worklet.js", "docs.html")]:
         assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", text)  # nothing from elsewhere
         assert not re.search(r"fetch\(\s*[\"'`]https?:|import .* from", text)
     assert "/v1/predict" in httpx.get(server.url + "/openapi.json").json()["paths"]
-    assert httpx.get(server.url + "/docs").status_code == 200
+    docs = httpx.get(server.url + "/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", docs.text)  # no CDN, unlike Swagger UI's default
 
 
 # --- predictions -------------------------------------------------------------------------------

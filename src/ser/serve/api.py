@@ -127,6 +127,11 @@ async def page() -> FileResponse:
                         headers={"cache-control": "no-cache"})
 
 
+@router.get("/docs", include_in_schema=False)
+async def docs() -> FileResponse:
+    return FileResponse(STATIC / "docs.html", media_type="text/html; charset=utf-8")
+
+
 @router.get("/health", summary="Liveness: models loaded, whether a token is needed")
 async def health(request: Request) -> dict:
     from ser import __version__
@@ -151,8 +156,8 @@ async def models(request: Request) -> dict:
 async def predict(request: Request, model: str | None = Query(None, description="default: the first loaded"),
                   speaker: str | None = Query(None, description="an enrolled speaker's profile"),
                   adapt: bool = Query(False, description="unlabelled adaptation over the uploaded batch")):
-    """Results as ``ser predict --json`` gives them, one per file in order; a file that fails has
-    ``error``, ``detail`` and ``status`` in its place. When every file fails, the response takes the first
+    """Results as "ser predict --json" gives them, one per file in order; a file that fails has
+    error, detail and status in its place. When every file fails, the response takes the first
     failure's status."""
     from ser.speakers import check_name
 
@@ -195,8 +200,8 @@ async def predict(request: Request, model: str | None = Query(None, description=
 @router.post("/v1/timeline", openapi_extra=AUDIO_BODY, summary="Emotion timeline of a long recording")
 async def timeline(request: Request, model: str | None = None, adapt: bool = False,
                    format: Literal["json", "png", "csv"] = Query("json", description="png: the plot")):
-    """Speech segments with ``start``, ``end``, ``label``, ``confidence`` and ``scores``, as
-    ``ser predict --timeline`` finds them (``format=png``: the plot; ``csv``: the table)."""
+    """Speech segments with start, end, label, confidence and scores, as "ser predict --timeline"
+    finds them (format=png: the plot; csv: the table)."""
     state = _state(request)
     loaded = _model(request, model)
     rec = loaded.recognizer

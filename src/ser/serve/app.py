@@ -203,9 +203,11 @@ def create_app(models: Models, *, token: str | None = None, cors: Sequence[str] 
         app.state.slow.close()
         models.close()
 
+    # FastAPI's own /docs loads Swagger UI from a CDN; ours renders /openapi.json with nothing from elsewhere.
     app = FastAPI(title="ser — speech emotion recognition", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Emotions in speech: clips, long recordings, enrolled speakers and live streams. "
-                              "Errors are JSON `{\"error\", \"detail\"}`.")
+                              "Errors are JSON {\"error\": ..., \"detail\": ...}.")
     app.state.models = models
     app.state.limits = models.limits
     app.state.token = token
