@@ -198,6 +198,11 @@ def test_token_and_binding(guarded, capsys):
     assert main(["serve", "--host", "0.0.0.0"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--host 0.0.0.0" in err and "token" in err
+    for argv, words in ((["--port", "70000"], "--port 70000"), (["--token", "short"], "at least 8"),
+                        (["--max-upload-mb", "nan"], "max_upload_mb")):
+        assert main(["serve", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
 
 
 def test_queue_full_gives_503_then_recovers(guarded):

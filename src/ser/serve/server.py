@@ -36,6 +36,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, models: Sequence[str] = 
     (``port=0`` picks a free port, and this line names it).
     """
     check_binding(host, token)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0-65535 (0 picks a free port)")
     if token is not None and (not token.strip() or len(token) < 8 or not token.isprintable()):
         raise ConfigError("--token: use at least 8 printable characters")
     loaded = Models(models, limits=limits, runtime=runtime, speakers_dir=speakers_dir, workers=workers)
