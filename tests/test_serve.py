@@ -43,7 +43,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A server with a token and a queue of one request: 401s and 503s."""
-    s = Server("--model", "fast", "--token", TOKEN, "--max-queue", "1", tmp=tmp_path_factory.mktemp("guarded"))
+    s = Server("--model", "fast", "--token", TOKEN, "--max-queue", "1", "--cors", "http://app.example",
+               tmp=tmp_path_factory.mktemp("guarded"))
     yield s
     s.stop()
 
@@ -203,6 +204,22 @@ def test_token_and_binding(guarded, capsys):
         assert main(["serve", *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
+
+
+def test_cors_only_for_the_named_origin(guarded, server):
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    ok = httpx.options(guarded.url + "/v1/predict", headers={"origin": "http://app.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://app.example"
+    other = httpx.options(guarded.url + "/v1/predict", headers={"origin": "http://other.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+    r = post(guarded.url + "/v1/predict", clips(1), headers={"origin": "http://app.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "http://app.example"
+    # Without --cors, no origin is allowed.
+    r = httpx.options(server.url + "/v1/predict", headers={"origin": "http://app.example", **preflight})
+    assert "access-control-allow-origin" not in r.headers
+    with ws_client.connect(f"{guarded.ws}/v1/stream", additional_headers={"origin": "http://app.example"}) as ws:
+        ws.send(json.dumps({"type": "start", "token": TOKEN}))
+        assert json.loads(ws.recv())["type"] == "ready"
 
 
 def test_queue_full_gives_503_then_recovers(guarded):
