@@ -41,6 +41,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, models: Sequence[str] = 
     if token is not None and (not token.strip() or len(token) < 8 or not token.isprintable()):
         raise ConfigError("--token: use at least 8 printable characters")
     loaded = Models(models, limits=limits, runtime=runtime, speakers_dir=speakers_dir, workers=workers)
+    single_blas_thread()
     try:
         app = create_app(loaded, token=token, cors=cors, local_only=is_loopback(host) and token is None,
                          speakers_dir=speakers_dir)
@@ -53,6 +54,19 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, models: Sequence[str] = 
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def single_blas_thread() -> None:
+    """One BLAS thread per worker, for every BLAS loaded by now (numpy's, scipy's: call it after the models load).
+
+    The requests already run on several threads (the event loop, each model's worker, the live
+    streams'); OpenBLAS's own threads on top spin against them. Measured on this 2-core machine while
+    other jobs ran: the default model went from 0.8 to 4.7 requests/s, fast from 45 to 139, at
+    concurrency 1 (benchmarks/results/service_*_blas-threads-2.json against service_*.json).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 class _Server(uvicorn.Server):
