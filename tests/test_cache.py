@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ser.cache
-from ser.cache import FeatureCache, compute_features, default_cache_dir, settings_digest
+import ser.frontend
+from ser.cache import FeatureCache, default_cache_dir, settings_digest
+from ser.frontend import compute_features
 from ser.config import preset
 from ser.errors import AudioError
 from ser.features import feature_shape
@@ -42,7 +43,7 @@ def test_second_call_hits_the_cache(corpus, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("extract() called on a cache hit")
 
-    monkeypatch.setattr(ser.cache, "extract", boom)
+    monkeypatch.setattr(ser.frontend, "extract", boom)
     second, _ = compute_features(paths, CFG, cache=cache, jobs=1)
     np.testing.assert_array_equal(first, second)
     assert len(entries(cache.root)) == 4
@@ -54,7 +55,7 @@ def test_cache_is_keyed_by_content(corpus, tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
     first, _ = compute_features([src], CFG, cache=cache, jobs=1)
     copy = shutil.copy(src, tmp_path / "renamed.wav")
-    monkeypatch.setattr(ser.cache, "extract", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(ser.frontend, "extract", lambda *a, **k: pytest.fail("recomputed"))
     again, _ = compute_features([copy], CFG, cache=cache, jobs=1)
     np.testing.assert_array_equal(first, again)
 
@@ -167,7 +168,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", ["fast", "tiny", "seed_cnn"])
 def test_featurize_many_equals_one_by_one(name):
     """Spectral features of a batch (prediction's fast path) equal those of each clip alone."""
-    from ser.cache import featurize, featurize_many
+    from ser.frontend import featurize, featurize_many
 
     config = preset(name)
     rng = np.random.default_rng(0)

@@ -190,7 +190,7 @@ def extract(y: np.ndarray, *, sr: int, config: FeatureConfig) -> np.ndarray:
         Its sample rate.
     config : FeatureConfig
         Which spectral features (``mfcc`` or ``logmel``) and how to normalise them;
-        encoder features are computed by :func:`ser.cache.featurize`.
+        encoder features are computed by :func:`ser.frontend.featurize`.
 
     Returns
     -------

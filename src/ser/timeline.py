@@ -676,8 +676,9 @@ def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, sourc
                   duration: float, classes: Sequence[str]) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png``; returns the paths by kind.
 
-    All three or none: each is rendered in memory first, then written atomically; if
-    one cannot be written, those already written by this call are removed.
+    All or none: each is rendered in memory first, then written atomically; if
+    one cannot be written, those already written by this call are removed. The
+    PNG needs matplotlib (the ``plot`` extra); without it, JSON and CSV only.
 
     Raises
     ------
@@ -689,9 +690,12 @@ def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, sourc
     payloads = {
         "json": _json_text(segments, source=source, duration=duration).encode(),
         "csv": _csv_text(segments, classes=classes).encode(),
-        "png": _png_bytes(segments, classes=classes, duration=duration,
-                          title=Path(source).name if source is not None else ""),
     }
+    try:
+        payloads["png"] = _png_bytes(segments, classes=classes, duration=duration,
+                                     title=Path(source).name if source is not None else "")
+    except ImportError:
+        log.warning('no timeline plot: matplotlib is not installed (pip install "speech-emotion-recognition[plot]")')
     written: dict[str, Path] = {}
     for kind, data in payloads.items():
         path = stem.with_name(f"{name}.{kind}")
