@@ -52,12 +52,23 @@ def _check_path(path: Path) -> None:
         st = path.stat()
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied") from None
     except OSError as exc:
         raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{path}: is a folder, not an audio file")
     if st.st_size == 0:
         raise AudioError(f"{path}: empty file")
+    # stat() needs no read permission, and libsndfile reports a file it may not open as
+    # "System error.": open it here so the reason is named. O_NONBLOCK: a named pipe would
+    # otherwise wait here for a writer.
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _check_header(path: Path, extra_info: str | None, frames: int, samplerate: int) -> None:
