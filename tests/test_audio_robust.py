@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tone
 
-from ser.audio import load, read_info
+from ser.audio import MAX_PEAK, load, prepare, read_info
 from ser.errors import AudioError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -90,3 +91,98 @@ def test_named_pipe_does_not_hang(tmp_path):
     with pytest.raises(AudioError, match=r"pipe\.wav: "):
         load(path, sr=SR)
     assert time.perf_counter() - start < 5
+
+
+# --- 2. prepare(): rates, types, shapes, values ---------------------------------------------------
+
+@pytest.mark.parametrize("sr_in", [True, False, np.bool_(True)])
+def test_prepare_refuses_a_bool_rate(sr_in):
+    """True is an int to Python, and was read as 1 Hz."""
+    with pytest.raises(AudioError, match=rf"clip: sample_rate={re.escape(repr(sr_in))}: expected a positive integer"):
+        prepare(sine(), sr_in, sr=SR, name="clip")
+
+
+@pytest.mark.parametrize("sr_in", [1, 999, 768_001, 10 ** 12])
+def test_prepare_refuses_rates_out_of_range(sr_in):
+    with pytest.raises(AudioError, match=rf"sample_rate={sr_in}: expected 1000 to 768000 Hz"):
+        prepare(np.tile(sine(), 100), sr_in, sr=SR)
+
+
+@pytest.mark.parametrize("y, kind", [
+    (sine().astype(np.complex64), "complex64"),
+    (sine().astype(np.complex128) * 1j, "complex128"),
+    (sine() > 0, "bool"),
+    (np.array(["0.1"] * 4000), "<U3"),
+    (sine().astype(object), "object"),
+    (np.zeros(4000, dtype="datetime64[s]"), "datetime64[s]"),
+])
+def test_prepare_refuses_what_is_not_real_numbers(y, kind):
+    """Complex samples lost their imaginary part silently; bool, text and objects are no samples."""
+    with pytest.raises(AudioError, match=rf"clip: samples of type {re.escape(kind)}: expected real numbers"):
+        prepare(y, SR, sr=SR, name="clip")
+
+
+def test_prepare_refuses_ragged_lists_in_one_line():
+    with pytest.raises(AudioError, match=r"clip: not an array of samples \(") as err:
+        prepare([[0.1, 0.2], [0.3]], SR, sr=SR, name="clip")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("shape", [(4000, 0), (0, 2), (0,)])
+def test_prepare_refuses_empty_arrays(shape):
+    with pytest.raises(AudioError, match=r"clip: no audio samples"):
+        prepare(np.zeros(shape, np.float32), SR, sr=SR, name="clip")
+
+
+@pytest.mark.parametrize("shape", [(10, 10, 160), (1, 1, 1, 16000)])
+def test_prepare_refuses_more_than_two_dimensions(shape):
+    with pytest.raises(AudioError, match=r"expected shape \(n_samples,\) or \(n_samples, n_channels\)"):
+        prepare(np.full(shape, 0.1, np.float32), SR, sr=SR)
+
+
+@pytest.mark.parametrize("scale", [1e13, 1e20, 1e30, 1e300])
+def test_prepare_refuses_a_peak_far_beyond_audio(scale):
+    """A float WAV scaled by 1e20 is no audio; it used to be peak-normalised and given an emotion."""
+    y = sine().astype(np.float64) * scale
+    with pytest.raises(AudioError, match=r"clip: peak amplitude .* is not an audio signal \(expected at most 1e\+12\)"):
+        prepare(y, SR, sr=SR, name="clip")
+
+
+def test_prepare_keeps_integer_pcm_and_extreme_integers():
+    """Integer PCM within MAX_PEAK is accepted as before; int64 extremes are refused, not overflowed."""
+    pcm = (sine() * 32767).astype(np.int16)
+    assert prepare(pcm, SR, sr=SR).dtype == np.float32
+    with pytest.raises(AudioError, match="not an audio signal"):
+        prepare(np.full(4000, np.iinfo(np.int64).min, np.int64), SR, sr=SR)
+    assert MAX_PEAK == 1e12
+
+
+def test_seconds_of_bad_rates_and_arrays_is_zero():
+    from ser.inference import _seconds
+
+    y = sine(2.0)
+    assert _seconds(y, SR) == 2.0
+    for sr in (True, False, np.bool_(True), 0, -1, 16000.0, None):
+        assert _seconds(y, sr) == 0.0
+    assert _seconds(np.float32(1.0), SR) == 0.0
+    assert _seconds([[1.0, 2.0], [3.0]], SR) == 0.0
+
+
+@pytest.fixture(scope="module")
+def fast():
+    from ser.inference import Recognizer
+
+    return Recognizer.load("fast")
+
+
+def test_predict_with_a_bool_rate_names_the_rate(fast):
+    """predict(y, True) used to claim the clip was 32000 s long (read at 1 Hz)."""
+    with pytest.raises(AudioError, match=r"sample_rate=True: expected a positive integer"):
+        fast.predict(tone("happy", seconds=2.0), True)
+
+
+def test_huge_float_wav_is_refused_by_name(fast, tmp_path):
+    path = tmp_path / "loud.wav"
+    sf.write(path, tone("happy", seconds=2.0) * np.float32(1e20), SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: peak amplitude .* not an audio signal"):
+        fast.predict_file(path)

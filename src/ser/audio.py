@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 #: Peak amplitude below which a clip is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 
+#: Peak amplitude above which an array is not taken for audio. Float audio is nominally within
+#: [-1, 1] and integer PCM within 2**31; anything louder (a float WAV scaled by 1e20, say) only
+#: overflows the features into NaN or, peak-normalised, yields a confident but meaningless emotion.
+MAX_PEAK = 1e12
+
+#: Input sample rates accepted (Hz). Below 1 kHz nothing of speech is left; the bounds also keep
+#: resampling's output within 16 times the input's size (1 Hz to 16 kHz would be 16000 times).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
+
 _TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
@@ -177,10 +186,10 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
 
     Parameters
     ----------
-    y : numpy.ndarray
-        Shape ``(n_samples,)`` or ``(n_samples, n_channels)``.
+    y : array_like
+        Real numbers (integer or float), shape ``(n_samples,)`` or ``(n_samples, n_channels)``.
     sr_in : int
-        Sample rate of ``y``.
+        Sample rate of ``y``, :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE` Hz.
     sr : int
         Target sample rate.
     min_duration : float
@@ -193,19 +202,16 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
     Returns
     -------
     numpy.ndarray
-        float32 array of shape ``(n_samples,)``.
+        float32 array of shape ``(n_samples,)``, every sample finite.
+
+    Raises
+    ------
+    AudioError
+        One line naming ``name``: a bad rate, not an array of real numbers, a wrong shape, no
+        samples, NaN or infinite samples, a peak above :data:`MAX_PEAK`, too short, or silent.
     """
-    if not isinstance(sr_in, (int, np.integer)) or sr_in <= 0:
-        raise AudioError(f"{name}: sample_rate={sr_in!r}: expected a positive integer")
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=1)
-    elif y.ndim != 1:
-        raise AudioError(f"{name}: expected shape (n_samples,) or (n_samples, n_channels), got {y.shape}")
-    if y.size == 0:
-        raise AudioError(f"{name}: no audio samples")
-    if not np.all(np.isfinite(y)):
-        raise AudioError(f"{name}: contains NaN or infinite samples")
+    _check_rate(sr_in, name)
+    y = _as_mono(y, name)
     seconds = y.size / sr_in
     if seconds < min_duration:
         raise AudioError(f"{name}: {seconds:.3f} s is shorter than the {min_duration:g} s minimum")
@@ -215,7 +221,45 @@ def prepare(y: np.ndarray, sr_in: int, *, sr: int, min_duration: float = 0.1, na
         import soxr
 
         y = soxr.resample(y, sr_in, sr, quality="HQ").astype(np.float32, copy=False)
+        if y.size == 0:  # only with min_duration=0: a few samples resample to none
+            raise AudioError(f"{name}: {seconds:.3g} s is too short to resample")
     return y
+
+
+def _check_rate(sr_in, name: str) -> None:
+    # bool is an int subclass: True would be read as 1 Hz.
+    if isinstance(sr_in, (bool, np.bool_)) or not isinstance(sr_in, (int, np.integer)) or sr_in <= 0:
+        raise AudioError(f"{name}: sample_rate={sr_in!r}: expected a positive integer")
+    if not MIN_SAMPLE_RATE <= sr_in <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: sample_rate={sr_in!r}: expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
+
+
+def _as_mono(y, name: str) -> np.ndarray:
+    """``y`` checked (real numbers, 1 or 2 dimensions, finite, at most MAX_PEAK) as float32 mono."""
+    try:
+        y = np.asarray(y)
+    except Exception as exc:  # noqa: BLE001 - ragged lists, objects numpy cannot hold
+        raise AudioError(f"{name}: not an array of samples ({_first_line(exc)})") from None
+    if y.dtype.kind not in "iuf":
+        # complex: the imaginary part would be dropped silently; bool, str, object: not samples.
+        raise AudioError(f"{name}: samples of type {y.dtype}: expected real numbers (integer or float)")
+    if y.ndim not in (1, 2):
+        raise AudioError(f"{name}: expected shape (n_samples,) or (n_samples, n_channels), got {y.shape}")
+    if y.size == 0:
+        raise AudioError(f"{name}: no audio samples")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    # Checked before the cast: float64 above float32's range would become inf, int64 extremes overflow abs().
+    peak = max(abs(float(np.max(y))), abs(float(np.min(y))))
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name}: peak amplitude {peak:.3g} is not an audio signal (expected at most {MAX_PEAK:g})")
+    y = y.astype(np.float32, copy=False)
+    return y.mean(axis=1) if y.ndim == 2 else y
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def trim_silence(y: np.ndarray, *, top_db: float, frame_length: int = 2048, hop_length: int = 512) -> np.ndarray:

@@ -748,8 +748,15 @@ def _finite(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def _seconds(y: np.ndarray, sr) -> float:
-    # Length of an in-memory signal; 0 for a rate that prepare() will refuse anyway.
-    return np.shape(y)[0] / sr if isinstance(sr, (int, np.integer)) and sr > 0 else 0.0
+    # Length of an in-memory signal; 0 for a rate or an array that prepare() will refuse anyway
+    # (bool is an int subclass: True is no rate; a ragged list or a scalar has no length).
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+        return 0.0
+    try:
+        shape = np.shape(y)
+    except Exception:  # noqa: BLE001 - whatever it is, prepare() names the problem
+        return 0.0
+    return shape[0] / sr if shape else 0.0
 
 
 class _NoBar:
