@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import time
 from pathlib import Path
 
@@ -185,4 +186,50 @@ def test_huge_float_wav_is_refused_by_name(fast, tmp_path):
     path = tmp_path / "loud.wav"
     sf.write(path, tone("happy", seconds=2.0) * np.float32(1e20), SR, subtype="FLOAT")
     with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: peak amplitude .* not an audio signal"):
+        fast.predict_file(path)
+
+
+# --- 3. nonsense bit depths in a WAV header -------------------------------------------------------
+
+def with_bits(data: bytes, bits: int, align: int | None = None) -> bytes:
+    out = bytearray(data)
+    assert out[12:16] == b"fmt "  # soundfile writes the fmt chunk first: fields at fixed offsets
+    struct.pack_into("<H", out, 34, bits)
+    if align is not None:
+        struct.pack_into("<H", out, 32, align)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("bits", [1, 4, 7])
+def test_wav_with_fewer_than_8_bits_per_sample_is_refused(tmp_path, bits):
+    """libsndfile reads a 16-bit file whose header says 7 bits as twice as many 8-bit samples of noise."""
+    path = tmp_path / "odd.wav"
+    path.write_bytes(with_bits(wav_bytes(tone("sad")), bits))
+    with pytest.raises(AudioError, match=rf"odd\.wav: {bits} bits per sample in the header: not a valid WAV"):
+        load(path, sr=SR)
+    path.write_bytes(with_bits(wav_bytes(tone("sad")), bits, align=1))  # consistent block size: still refused
+    with pytest.raises(AudioError, match=rf"{bits} bits per sample"):
+        read_info(path)
+
+
+@pytest.mark.parametrize("subtype, bits", [("PCM_16", 20), ("PCM_16", 31), ("PCM_24", 12), ("FLOAT", 64)])
+def test_wav_whose_bit_depth_contradicts_its_block_size_is_refused(tmp_path, subtype, bits):
+    path = tmp_path / "odd.wav"
+    path.write_bytes(with_bits(wav_bytes(tone("sad"), subtype=subtype), bits))
+    with pytest.raises(AudioError, match=rf"odd\.wav: inconsistent WAV header \({bits} bits per sample"):
+        load(path, sr=SR)
+
+
+def test_wav_with_12_valid_bits_in_16_bit_samples_is_accepted(tmp_path):
+    """12-bit audio stored in 16-bit samples is a real (if rare) WAV; it decodes correctly."""
+    y = tone("sad")
+    path = tmp_path / "twelve.wav"
+    path.write_bytes(with_bits(wav_bytes(y), 12))
+    np.testing.assert_allclose(load(path, sr=SR), y, atol=1e-4)
+
+
+def test_seven_bit_wav_gets_no_emotion(fast, tmp_path):
+    path = tmp_path / "seven.wav"
+    path.write_bytes(with_bits(wav_bytes(tone("angry", seconds=2.0)), 7))
+    with pytest.raises(AudioError, match="7 bits per sample"):
         fast.predict_file(path)

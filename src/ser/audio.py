@@ -27,6 +27,10 @@ MAX_PEAK = 1e12
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
 
 _TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Fields of a WAV fmt chunk as libsndfile's header log prints them.
+_WAV_FIELD = re.compile(r"^\s*(Format|Channels|Block Align|Bit Width)\s*:\s*(0x[0-9A-Fa-f]+|\d+)", re.MULTILINE)
+# WAVE_FORMAT_PCM, _IEEE_FLOAT and _EXTENSIBLE: samples stored whole, one after another.
+_PLAIN_WAV_FORMATS = {0x1, 0x3, 0xFFFE}
 
 
 def read_info(path: str | os.PathLike):
@@ -86,8 +90,26 @@ def _check_header(path: Path, extra_info: str | None, frames: int, samplerate: i
     cut = _TRUNCATED.search(extra_info or "")
     if cut and int(cut.group(2)) < int(cut.group(1)):
         raise AudioError(f"{path}: truncated file ({cut.group(2)} of {cut.group(1)} data bytes present)")
+    _check_sample_size(path, extra_info or "")
     if frames <= 0 or samplerate <= 0:
         raise AudioError(f"{path}: no audio frames")
+
+
+def _check_sample_size(path: Path, extra_info: str) -> None:
+    # libsndfile accepts any bit width of a WAV's fmt chunk and reads ceil(bits / 8) bytes per
+    # sample, whatever the chunk's block align says: a 16-bit file whose header claims 7 bits
+    # decodes as twice as many 8-bit samples of noise. Refuse what cannot be a plain WAV.
+    fields = {}
+    for name, value in _WAV_FIELD.findall(extra_info):
+        fields.setdefault(name, int(value, 16) if value.startswith("0x") else int(value))
+    if fields.get("Format") not in _PLAIN_WAV_FORMATS or not {"Channels", "Block Align", "Bit Width"} <= set(fields):
+        return  # not a WAV fmt chunk, or a compressed one (ADPCM, GSM...) whose blocks hold many samples
+    bits, align, channels = fields["Bit Width"], fields["Block Align"], fields["Channels"]
+    if not 8 <= bits <= 64:
+        raise AudioError(f"{path}: {bits} bits per sample in the header: not a valid WAV sample size")
+    if align != channels * -(-bits // 8):
+        raise AudioError(f"{path}: inconsistent WAV header ({bits} bits per sample x {channels} channels "
+                         f"in blocks of {align} bytes)")
 
 
 def load(path: str | os.PathLike, *, sr: int, duration: float | None = None,
