@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 from conftest import tone
 
+from ser import audio
 from ser.audio import MAX_PEAK, load, prepare, read_info
 from ser.errors import AudioError
 
@@ -233,3 +234,51 @@ def test_seven_bit_wav_gets_no_emotion(fast, tmp_path):
     path.write_bytes(with_bits(wav_bytes(tone("angry", seconds=2.0)), 7))
     with pytest.raises(AudioError, match="7 bits per sample"):
         fast.predict_file(path)
+
+
+# --- 4. bounded reads -----------------------------------------------------------------------------
+
+def test_silent_start_is_scanned_in_blocks(tmp_path, monkeypatch, caplog):
+    """A long file whose analysed start is silent is searched for sound block by block, never read whole."""
+    sr = 8000
+    y = np.zeros(sr * 40, np.float32)
+    y[-sr:] = sine(1.0, sr=sr)
+    path = tmp_path / "late.wav"
+    sf.write(path, y, sr)
+    asked = []
+    real_read = sf.SoundFile.read
+
+    def read(self, frames=-1, *args, **kwargs):
+        asked.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    monkeypatch.setattr(sf, "read", lambda *a, **k: pytest.fail("the whole file was read"))
+    out = load(path, sr=SR, duration=1.0)
+    assert out.shape == (SR,) and not out.any()
+    assert asked and all(0 < n <= max(audio.BLOCK_FRAMES, sr) for n in asked), asked
+    assert "the first 1.0 s are silent" in caplog.text
+
+
+def test_max_duration_is_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.full(8000 * 120, 0.1, np.float32), 8000)
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("samples were decoded"))
+    with pytest.raises(AudioError, match=r"long\.wav: 120\.0 s is longer than the 60 s limit"):
+        load(path, sr=SR, max_duration=60)
+
+
+def test_damaged_data_after_a_silent_start_is_an_audio_error(tmp_path, monkeypatch):
+    """A decoding failure while scanning past the silent start is the file's AudioError, not a crash."""
+    path = tmp_path / "late.wav"
+    sf.write(path, np.concatenate([np.zeros(SR * 2, np.float32), sine()]), SR)
+    real_read = sf.SoundFile.read
+
+    def fail_later(self, frames=-1, *args, **kwargs):
+        if self.tell() > 0:
+            raise sf.LibsndfileError(1, "Error reading")
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", fail_later)
+    with pytest.raises(AudioError, match=r"late\.wav: cannot decode audio"):
+        load(path, sr=SR, duration=1.0)

@@ -26,6 +26,9 @@ MAX_PEAK = 1e12
 #: resampling's output within 16 times the input's size (1 Hz to 16 kHz would be 16000 times).
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
 
+#: Frames read at a time when a whole file must be scanned (64 Ki frames: 256 KiB per channel).
+BLOCK_FRAMES = 1 << 16
+
 _TRUNCATED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 # Fields of a WAV fmt chunk as libsndfile's header log prints them.
 _WAV_FIELD = re.compile(r"^\s*(Format|Channels|Block Align|Bit Width)\s*:\s*(0x[0-9A-Fa-f]+|\d+)", re.MULTILINE)
@@ -176,26 +179,34 @@ def decode(path: str | os.PathLike, *, sr: int, duration: float | None = None, m
         n_frames, file_sr = f.frames, f.samplerate
         _check_header(path, f.extra_info, n_frames, file_sr)
         file_duration = n_frames / file_sr
+        # From the header, before a sample is decoded: an hour-long file costs nothing to refuse.
         if max_duration is not None and file_duration > max_duration:
             raise AudioError(f"{path}: {file_duration:.1f} s is longer than the {max_duration:g} s limit for one "
                              "clip")
         frames = -1 if duration is None else int(round(duration * file_sr))
         try:
             y = f.read(frames, dtype="float32", always_2d=True)
-        except Exception as exc:  # noqa: BLE001
+            expected = n_frames if frames < 0 else min(frames, n_frames)
+            # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
+            if y.shape[0] < expected * 0.99 - 1:
+                raise AudioError(f"{path}: truncated file ({y.shape[0]} of {expected} frames decoded)")
+            # The analysed start is silent; only a file that is silent throughout is an error.
+            silent_start = frames > 0 and n_frames > frames and _peak(y) < SILENCE_PEAK and _sounds_later(f)
+        except AudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
             raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
-    expected = n_frames if frames < 0 else min(frames, n_frames)
-    # A file cut short (e.g. an interrupted copy) decodes fewer frames than its header promises.
-    if y.shape[0] < expected * 0.99 - 1:
-        raise AudioError(f"{path}: truncated file ({y.shape[0]} of {expected} frames decoded)")
-    if frames > 0 and n_frames > frames and _peak(y) < SILENCE_PEAK:
-        # The analysed start is silent; only a file that is silent throughout is an error.
-        whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
-        if _peak(whole) >= SILENCE_PEAK:
-            log.warning("%s: the first %.1f s are silent", path, duration)
-            return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path),
-                           allow_silent=True), file_duration
-    return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path)), file_duration
+    if silent_start:
+        log.warning("%s: the first %.1f s are silent", path, duration)
+    return prepare(y, file_sr, sr=sr, min_duration=min_duration, name=str(path),
+                   allow_silent=silent_start), file_duration
+
+
+def _sounds_later(f) -> bool:
+    """Whether the rest of open file ``f`` has a sample at or above :data:`SILENCE_PEAK`."""
+    # Block by block, stopping at the first sound: memory stays bounded however long the file.
+    return any(_peak(block) >= SILENCE_PEAK
+               for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True))
 
 
 def _peak(y: np.ndarray) -> float:
