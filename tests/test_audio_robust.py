@@ -18,8 +18,9 @@ import soundfile as sf
 from conftest import tone
 
 from ser import audio
-from ser.audio import MAX_PEAK, load, prepare, read_info
+from ser.audio import MAX_PEAK, check_speech, load, prepare, read_info
 from ser.errors import AudioError
+from ser.labels import EMOTIONS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SR = 16000
@@ -282,3 +283,103 @@ def test_damaged_data_after_a_silent_start_is_an_audio_error(tmp_path, monkeypat
     monkeypatch.setattr(sf.SoundFile, "read", fail_later)
     with pytest.raises(AudioError, match=r"late\.wav: cannot decode audio"):
         load(path, sr=SR, duration=1.0)
+
+
+# --- 6. check_speech ------------------------------------------------------------------------------
+
+def square(seconds: float = 2.0, *, freq: float = 440.0, sr: int = SR) -> np.ndarray:
+    return np.sign(sine(seconds, freq=freq, sr=sr)).astype(np.float32) * np.float32(0.3)
+
+
+NOT_SPEECH = {
+    "dc": (np.full(SR * 2, 0.2, np.float32), r"only a constant offset of 0\.2"),
+    "dc and hiss": (np.float32(0.2) + np.random.default_rng(0).normal(0, 5e-5, SR * 2).astype(np.float32),
+                    r"only a constant offset"),
+    "near-silent": (sine(2.0, amp=4e-4), r"near-silent"),
+    "square": (square(), r"a square wave"),
+    "square with offset": (square(freq=100) + np.float32(0.1), r"a square wave"),
+    "square from 44.1 kHz": (prepare(square(freq=1000, sr=44100), 44100, sr=SR), r"a square wave"),
+    "sine": (sine(2.0), r"a pure tone of about 440 Hz"),
+    "low sine": (sine(2.0, freq=60), r"a pure tone of about 60 Hz"),
+    "sine with offset": (sine(2.0, freq=1000) + np.float32(0.3), r"a pure tone of about 1000 Hz"),
+    "sine from 44.1 kHz": (prepare(sine(2.0, sr=44100), 44100, sr=SR), r"a pure tone of about 440 Hz"),
+    "16-bit sine with hiss": (np.round(sine(2.0) * 32767) / 32767
+                              + np.random.default_rng(1).normal(0, 1e-3, SR * 2).astype(np.float32),
+                              r"a pure tone"),
+    "beeps": (sine(2.0, freq=1000) * (np.arange(SR * 2) % 8000 < 4000), r"a pure tone of about"),
+}
+
+
+@pytest.mark.parametrize("name", NOT_SPEECH)
+def test_check_speech_refuses_what_is_clearly_not_speech(name):
+    y, reason = NOT_SPEECH[name]
+    with pytest.raises(AudioError, match=rf"^clip: no speech found \({reason}"):
+        check_speech(y.astype(np.float32), SR, name="clip")
+
+
+def harmonic(seconds: float = 2.0, *, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A voice-like buzz: harmonics of a gliding pitch with vibrato and breath noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    pitch = f0 * (1 + 0.1 * t / seconds + 0.02 * np.sin(2 * np.pi * 5 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / SR
+    y = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
+    return (0.2 * y / np.max(np.abs(y)) + 0.005 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_check_speech_accepts_speech_and_speech_like_signals():
+    """Real speech, noise, a voice-like buzz and the tests' synthetic emotion clips all pass."""
+    clips = [load(p, sr=SR, duration=3.0) for p in sorted(EXAMPLES.glob("*.flac"))]
+    assert len(clips) == 4
+    clips += [harmonic(), harmonic(f0=220, seed=1), 0.1 * np.random.default_rng(0).standard_normal(SR).astype(np.float32)]
+    clips += [tone(e, seconds=s, seed=seed) for e in EMOTIONS for s in (1.2, 2.0) for seed in (0, 1)]
+    clips += [np.float32(0.3) + clips[0]]  # speech on a DC offset
+    for y in clips:
+        check_speech(y, SR, name="clip")
+
+
+def test_check_speech_on_real_clips(ravdess):
+    """A sample of RAVDESS (all 1440 clips pass: see the report of issue 13), also at half the level."""
+    for path in sorted(ravdess.glob("Actor_*/*.flac"))[::97]:
+        y = load(path, sr=SR, duration=3.0)
+        check_speech(y, SR, name=str(path))
+        check_speech(y * np.float32(0.5), SR, name=str(path))
+
+
+def test_check_speech_is_cheap():
+    """Well under a millisecond for a typical clip; a minute-long one stays in milliseconds."""
+    for seconds, limit in ((3.0, 2e-3), (60.0, 10e-3)):
+        y = np.tile(harmonic(), int(seconds / 2))
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            check_speech(y, SR)
+            times.append(time.perf_counter() - start)
+        assert np.median(times) < limit, (seconds, times)
+
+
+def test_prediction_refuses_a_tone_but_training_and_the_timeline_take_it(fast, tmp_path):
+    """check_speech guards prediction from files only: features for training are computed as before."""
+    from ser.cache import compute_features
+
+    path = tmp_path / "beep.wav"
+    sf.write(path, sine(2.0, freq=1000), SR)
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: no speech found \(a pure tone"):
+        fast.predict_file(path)
+    good = EXAMPLES / "03-01-03-02-01-02-13.flac"
+    results = fast.predict_files([path, good], errors="return")
+    assert isinstance(results[0], AudioError) and results[1].source == str(good)
+    x, _ = compute_features([path], fast.config, cache=None, jobs=1)
+    assert np.all(np.isfinite(x))
+    fast.predict(sine(2.0, freq=1000), SR)  # in-memory arrays (the timeline's segments) are not checked
+
+
+def test_cli_predict_of_a_tone_is_one_line_error(tmp_path, capsys):
+    from ser.cli import main
+
+    path = tmp_path / "tone.wav"
+    sf.write(path, square(), SR)
+    code = main(["predict", "--model", "fast", "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert f"error: {path}: no speech found (a square wave)" in err and "Traceback" not in err

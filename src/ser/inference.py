@@ -614,7 +614,12 @@ class Recognizer:
         decoded: list[tuple[np.ndarray | SERError, float]] = []
         for path in paths:
             try:
-                decoded.append(decode_clip(path, self.config, max_duration=self.config.audio.max_duration))
+                y, duration = decode_clip(path, self.config, max_duration=self.config.audio.max_duration)
+                # A test tone, a DC offset or a dead microphone gets an error, not a confident
+                # emotion. Prediction from files only: training data is what it is, and the
+                # timeline (Recognizer.predict on its own speech segments) has a VAD of its own.
+                audio_mod.check_speech(y, self.config.audio.sample_rate, name=str(path))
+                decoded.append((y, duration))
             except SERError as exc:
                 decoded.append((exc, 0.0))
         ok = [i for i, (y, _) in enumerate(decoded) if not isinstance(y, SERError)]
