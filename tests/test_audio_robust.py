@@ -1,6 +1,9 @@
 """Issue 13's findings for audio input: every file or array ends in float32 mono samples or one AudioError.
 
-Regression tests, one or more for each finding.
+Regression tests for each finding (permission, prepare()'s validation, nonsense WAV bit depths, bounded
+reads, check_speech) and Hypothesis properties: random bytes, mutated WAV headers and random arrays go
+through load() and prepare(); an example passes when it gives a finite float32 mono array or the package's
+own error in one line, and fails on any other exception, a NaN or a crash.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import io
 import os
 import re
 import struct
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,10 +20,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import tone
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from ser import audio
 from ser.audio import MAX_PEAK, check_speech, load, prepare, read_info
-from ser.errors import AudioError
+from ser.errors import AudioError, SERError
 from ser.labels import EMOTIONS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -383,3 +390,110 @@ def test_cli_predict_of_a_tone_is_one_line_error(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert f"error: {path}: no speech found (a square wave)" in err and "Traceback" not in err
+
+
+# --- 7. properties --------------------------------------------------------------------------------
+
+def check_outcome(run, name: str):
+    """``run()`` gives float32 finite mono samples or one SERError that is one line naming ``name``."""
+    try:
+        y = run()
+    except SERError as exc:
+        message = str(exc)
+        assert isinstance(exc, AudioError), repr(exc)
+        assert "\n" not in message and message.startswith(f"{name}: "), message
+        event(re.sub(r"\d[\d.e+-]*", "N", message[len(name) + 2:])[:40])
+        return None
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim == 1 and y.size > 0, (y.dtype, y.shape)
+    assert np.all(np.isfinite(y))
+    event("samples")
+    return y
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    with tempfile.TemporaryDirectory(prefix="ser-audio-props-") as d:
+        yield Path(d)
+
+
+def load_bytes(folder: Path, data: bytes, suffix: str = ".wav", **kwargs):
+    path = folder / f"clip{suffix}"
+    path.write_bytes(data)
+    y = check_outcome(lambda: load(path, sr=SR, **kwargs), str(path))
+    if y is not None:  # what load() gives, check_speech() judges without surprises
+        check_outcome(lambda: (check_speech(y, SR, name=str(path)), y)[1], str(path))
+
+
+MAGIC = [b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3", b"\xff\xfb", b"FORM", b"RF64"]
+
+
+@given(data=st.binary(max_size=2000), magic=st.sampled_from(MAGIC), suffix=st.sampled_from([".wav", ".flac", ".mp3"]))
+def test_random_bytes_as_audio_files(scratch, data, magic, suffix):
+    load_bytes(scratch, magic + data, suffix)
+
+
+BASES = {(subtype, channels, sr): wav_bytes(np.tile(harmonic(0.15)[:, None], channels) * 0.9, sr, subtype)
+         for subtype in ("PCM_U8", "PCM_16", "PCM_24", "FLOAT", "DOUBLE", "ULAW")
+         for channels in (1, 2) for sr in (8000, 16000)}
+# fmt chunk fields (offset, size): format, channels, rate, bytes/s, block align, bits; RIFF and data sizes.
+FIELDS = [(20, 2), (22, 2), (24, 4), (28, 4), (32, 2), (34, 2), (4, 4), (40, 4)]
+
+
+@given(base=st.sampled_from(sorted(BASES)),
+       fields=st.lists(st.tuples(st.sampled_from(FIELDS), st.integers(0, 2 ** 32 - 1)
+                                 | st.sampled_from([0, 1, 3, 7, 8, 12, 16, 24, 32, 64, 0xFFFE, 2 ** 31])), max_size=3),
+       edits=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=3),
+       cut=st.none() | st.integers(0, 6000), duration=st.none() | st.sampled_from([0.05, 1.0]))
+def test_mutated_wav_headers(scratch, base, fields, edits, cut, duration):
+    data = bytearray(BASES[base])
+    for (offset, size), value in fields:
+        data[offset:offset + size] = (value % 2 ** (8 * size)).to_bytes(size, "little")
+    for offset, value in edits:
+        data[offset] = value
+    note(f"header {bytes(data[:48]).hex()}")
+    load_bytes(scratch, bytes(data[:cut]), duration=duration)
+
+
+NUMBERS = [np.float16, np.float32, np.float64, np.longdouble, np.int8, np.int16, np.int32, np.int64, np.uint8,
+           np.uint16, np.uint64]
+DTYPES = NUMBERS + [np.bool_, np.complex64, np.complex128, object, "U4", "datetime64[s]"]
+GOOD_RATES = st.sampled_from([1000, 8000, 16000, 22050, 44100, 48000, 768_000, np.int64(16000), np.int32(8000)])
+BAD_RATES = (st.integers(-10, 2000) | st.integers(700_000, 2 ** 64)
+             | st.sampled_from([True, False, np.bool_(True), 16000.0, 0.5, None, "16000", np.float64(16000)]))
+# Mostly good rates, or nearly every example would stop at the rate check.
+RATES = st.integers(0, 3).flatmap(lambda i: BAD_RATES if i == 0 else GOOD_RATES)
+SPECIAL = st.sampled_from([np.nan, np.inf, -np.inf, 1e12, 1.0000001e12, -1e13, 1e20, 1e300, 5e-324, 0.0, 1.0, -1.0])
+
+
+@st.composite
+def arrays(draw):
+    """Small arrays element by element, or longer ones built from a seed with special values put in."""
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    if draw(st.integers(0, 3)) == 0:
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6))
+        return draw(hnp.arrays(dtype, shape)) if dtype.kind != "O" else np.zeros(shape, object)
+    if draw(st.integers(0, 3)):
+        dtype = np.dtype(draw(st.sampled_from(NUMBERS)))
+    n = draw(st.sampled_from([0, 1, 99, 100, 1600, 4000, 9000]))
+    channels = draw(st.sampled_from([None, 1, 2, 3, 0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    scale = draw(st.sampled_from([0.0, 1e-5, 1e-4, 0.01, 0.5, 1.0, 3e4, 1e9, 1e12, 1e13, 1e30]))
+    y = rng.standard_normal(n if channels is None else (n, channels)) * scale
+    for index, value in draw(st.lists(st.tuples(st.integers(0, 10 ** 6), SPECIAL), max_size=3)):
+        if y.size:
+            y.flat[index % y.size] = value
+    with np.errstate(all="ignore"):
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return np.clip(np.nan_to_num(y), info.min, info.max).astype(dtype)
+        return y.astype(dtype)
+
+
+@given(y=arrays(), sr_in=RATES, sr=st.sampled_from([8000, 16000, 22050]), min_duration=st.sampled_from([0.0, 0.1]),
+       as_list=st.integers(0, 9))
+def test_random_arrays_through_prepare(y, sr_in, sr, min_duration, as_list):
+    if as_list == 0 and y.ndim and y.size < 50:
+        y = y.tolist()  # what a user might pass instead of an array
+    out = check_outcome(lambda: prepare(y, sr_in, sr=sr, min_duration=min_duration, name="clip"), "clip")
+    if out is not None:
+        check_outcome(lambda: (check_speech(out, sr, name="clip"), out)[1], "clip")
