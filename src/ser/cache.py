@@ -65,7 +65,12 @@ def settings_digest(config: Config, copy: int, condition: str | None = None) -> 
 
 
 class FeatureCache:
-    """A folder of ``.npy`` feature arrays; ``root=None`` disables caching."""
+    """A folder of ``.npy`` feature arrays, each followed by its SHA-256; ``root=None`` disables caching."""
+
+    #: Ends every entry: this marker, then the SHA-256 of the ``.npy`` bytes before it, so a
+    #: flipped bit is caught instead of used. ``np.load`` ignores trailing bytes: an entry still
+    #: opens as a plain ``.npy`` file.
+    TRAILER = b"ser-sha256:"
 
     def __init__(self, root: str | os.PathLike | None) -> None:
         self.root = Path(root) if root is not None else None
@@ -75,28 +80,59 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The cached array, or ``None`` if absent or unreadable (then it is removed)."""
+        """The cached array, or ``None`` if absent, from an older version, or damaged.
+
+        A damaged entry (a digest that does not match, unreadable or unexpected content) is
+        logged as a warning and removed, so it is recomputed and warned about once.
+        """
         if self.root is None:
             return None
         path = self._path(key)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # a folder in its place, no permission: recompute, leave it be
+            log.warning("%s: unreadable cache entry (%s); recomputing", path, exc.strerror or exc)
             return None
         try:
-            x = np.load(path, allow_pickle=False)
-            if x.dtype != np.float32 or x.ndim != 2 or not np.all(np.isfinite(x)):
-                raise ValueError(f"unexpected content {x.dtype} {x.shape}")
-            return x
+            x = self._unpack(data)
         except Exception as exc:  # noqa: BLE001 - any damage means: recompute
             log.warning("%s: corrupt cache entry (%s); recomputing", path, exc)
             path.unlink(missing_ok=True)
             return None
+        if x is None:
+            # Written before entries carried a digest: a miss, overwritten by put() (no warning
+            # for each entry of an old cache).
+            log.debug("%s: cache entry without a digest (older version); recomputing", path)
+        return x
 
     def put(self, key: str, x: np.ndarray) -> None:
-        """Store ``x`` atomically (a crash never leaves a partial entry)."""
+        """Store ``x`` with its digest, atomically (a crash never leaves a partial entry)."""
         if self.root is None:
             return
         import io
 
         buf = io.BytesIO()
         np.save(buf, np.asarray(x, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self._path(key), buf.getvalue())
+        payload = buf.getvalue()
+        atomic_write_bytes(self._path(key), payload + self.TRAILER + hashlib.sha256(payload).digest())
+
+    @classmethod
+    def _unpack(cls, data: bytes) -> np.ndarray | None:
+        """The array of an entry's bytes, checked against its digest; ``None`` for an older entry."""
+        import io
+
+        size = len(cls.TRAILER) + 32
+        payload, marker, digest = data[:-size], data[-size:-32], data[-32:]
+        if len(data) <= size or marker != cls.TRAILER:
+            if data.startswith(b"\x93NUMPY"):
+                return None
+            raise ValueError("no digest")
+        if hashlib.sha256(payload).digest() != digest:
+            raise ValueError("digest mismatch")
+        x = np.load(io.BytesIO(payload), allow_pickle=False)
+        if x.dtype != np.float32 or x.ndim != 2 or not np.all(np.isfinite(x)):
+            raise ValueError(f"unexpected content {x.dtype} {x.shape}")
+        return x
+

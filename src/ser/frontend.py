@@ -189,11 +189,20 @@ class Frontend:
         return finite(featurize(y, self.config, encoder=self.encoder), name)
 
     def files(self, paths: Sequence[str | os.PathLike]) -> list[FileFeatures]:
-        """``(features, file duration)`` or ``(SERError, 0.0)`` per path; spectral features as one batch."""
+        """``(features, file duration)`` or ``(SERError, 0.0)`` per path; spectral features as one batch.
+
+        For prediction and enrolment: a file that is clearly no speech (:func:`ser.audio.check_speech`)
+        is an error.
+        """
         decoded: list[FileFeatures] = []
         for path in paths:
             try:
-                decoded.append(decode_clip(path, self.config, max_duration=self.config.audio.max_duration))
+                y, duration = decode_clip(path, self.config, max_duration=self.config.audio.max_duration)
+                # A test tone, a DC offset or a dead microphone gets an error, not a confident
+                # emotion. Files to predict only: training data is what it is, and the timeline
+                # (its own speech segments, in memory) has a voice-activity detector of its own.
+                audio_mod.check_speech(y, self.config.audio.sample_rate, name=str(path))
+                decoded.append((y, duration))
             except SERError as exc:
                 decoded.append((exc, 0.0))
         ok = [i for i, (y, _) in enumerate(decoded) if not isinstance(y, SERError)]
@@ -222,9 +231,15 @@ class Frontend:
 
 
 def seconds(y, sr) -> float:
-    """Length of an in-memory signal in seconds; 0 for a rate that :func:`ser.audio.prepare` will refuse."""
-    ok = isinstance(sr, (int, np.integer)) and not isinstance(sr, (bool, np.bool_)) and sr > 0
-    return np.shape(y)[0] / sr if ok and np.ndim(y) > 0 else 0.0
+    """Length of an in-memory signal in seconds; 0 for a rate or array that :func:`ser.audio.prepare` will refuse."""
+    # bool is an int subclass: True is no rate; a ragged list or a scalar has no length.
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+        return 0.0
+    try:
+        shape = np.shape(y)
+    except Exception:  # noqa: BLE001 - whatever it is, prepare() names the problem
+        return 0.0
+    return shape[0] / sr if shape else 0.0
 
 
 def finite(x: np.ndarray, source: str) -> np.ndarray:
