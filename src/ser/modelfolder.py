@@ -451,11 +451,14 @@ def _read_adapted(folder: Path, listed: Mapping[str, str], config: Config, *, on
 
 
 def _features_line(config: Config) -> str:
+    from ser.encoders import WHISPER_HIDDEN_STATES
+
     f, a = config.features, config.audio
     extras = (f", silence trimmed at {a.trim_db:g} dB" if a.trim_db else "") + (", peak-normalised"
                                                                                 if a.peak_normalize else "")
     if f.kind == "whisper":
-        return (f"- features: frozen Whisper-base encoder ({f.encoder_precision} weights), all 7 hidden states, "
+        return (f"- features: frozen Whisper-base encoder ({f.encoder_precision} weights), all {WHISPER_HIDDEN_STATES} "
+                f"hidden states, "
                 f"mean + std over the clip's own length (up to {a.duration:g} s){extras}")
     size = f"{f.n_mfcc} coefficients" if f.kind == "mfcc" else f"{f.n_mels} bands"
     return (f"- features: {f.kind} ({size}), n_fft {f.n_fft}, hop {f.hop_length}, normalisation {f.normalize}"
