@@ -26,6 +26,7 @@ from serve_support import Server, clips, conversation
 
 from ser.cli import main
 from ser.inference import Recognizer
+from ser.speakers import enrol
 from ser.timeline import timeline
 
 TOKEN = "s3cret-token-for-tests"
@@ -58,19 +59,24 @@ def recognizers():
 def audio(tmp_path_factory):
     """The bad-input matrix and a short conversation, as files."""
     d = tmp_path_factory.mktemp("audio")
+    import soxr
+
     sr = 16000
     rng = np.random.default_rng(0)
-    voice = (0.3 * np.sin(2 * np.pi * 180 * np.arange(sr) / sr)).astype(np.float32)
+    voice, rate = sf.read(clips(1)[0], dtype="float32")  # real speech: prediction refuses pure tones
+    assert rate == sr
     (d / "empty.wav").write_bytes(b"")
-    sf.write(d / "whole.wav", np.tile(voice, 2), sr, subtype="PCM_16")
+    sf.write(d / "whole.wav", voice, sr, subtype="PCM_16")
     data = (d / "whole.wav").read_bytes()
     (d / "truncated.wav").write_bytes(data[: len(data) // 3])
     (d / "random.wav").write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
     (d / "notes.txt").write_text("this is not audio\n" * 20)
     sf.write(d / "silent.wav", np.zeros(sr, dtype=np.float32), sr, subtype="PCM_16")
-    sf.write(d / "short.wav", voice[:800], sr, subtype="PCM_16")  # 0.05 s
-    sf.write(d / "long.flac", np.tile(voice, 61) * 0.5, sr)  # 61 s: over the 60 s clip limit, under 1 MB
-    sf.write(d / "channels.wav", np.stack([voice * (k + 1) / 9 for k in range(8)], axis=1), sr, subtype="PCM_16")
+    sf.write(d / "short.wav", voice[sr:sr + 800], sr, subtype="PCM_16")  # 0.05 s
+    # 61 s (over the 60 s clip limit) at 8 kHz, to stay under the 1 MB upload limit.
+    sf.write(d / "long.flac", np.tile(soxr.resample(voice, sr, 8000), 17)[: 61 * 8000], 8000)
+    two = voice[: 2 * sr]
+    sf.write(d / "channels.wav", np.stack([two * (k + 1) / 9 for k in range(8)], axis=1), sr, subtype="PCM_16")
     nan = voice.copy()
     nan[100:200] = np.nan
     sf.write(d / "nan.wav", nan, sr, subtype="FLOAT")
@@ -282,7 +288,7 @@ def test_speakers_enrol_predict_list_remove(server, recognizers):
     assert [s["name"] for s in httpx.get(url).json()["speakers"]] == ["alice"]
     assert "path" not in httpx.get(url).json()["speakers"][0]
     got = post(server.url + "/v1/predict", [files[3]], params={"model": "default", "speaker": "alice"}).json()
-    profile = recognizers["default"].enrol("alice", files[:3], save=False)
+    profile = enrol(recognizers["default"], "alice", files[:3], save=False)
     want = recognizers["default"].predict_file(files[3], speaker=profile).to_dict()
     assert got["results"][0]["scores"] == pytest.approx(want["scores"], abs=1e-4)
     # Unlabelled adaptation over the uploaded batch = groups with one group for all.

@@ -220,6 +220,11 @@ async def timeline(request: Request, model: str | None = None, adapt: bool = Fal
             raise ApiError(413, f"{source}: {duration:.0f} s is longer than the {limit:g} s limit for a timeline")
         segments = tl.timeline(path, rec, adapt=adapt)
         if format == "png":
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ApiError(501, "format=png needs matplotlib on the server (pip install "
+                                    "'speech-emotion-recognition[plot]')") from None
             return tl.plot_timeline(segments, uploads.tmp / "timeline.png", classes=rec.classes, duration=duration,
                                     title=source).read_bytes()
         if format == "csv":
@@ -258,6 +263,7 @@ def speakers(request: Request) -> dict:
             summary="Enrol a speaker from clips of them reading calmly (replaces an earlier profile)")
 async def enrol(request: Request, name: str, model: str | None = None):
     from ser.speakers import check_name, profile_path
+    from ser.speakers import enrol as enrol_speaker
 
     state = _state(request)
     check_name(name)
@@ -267,7 +273,7 @@ async def enrol(request: Request, name: str, model: str | None = None):
     existed = profile_path(name, state.speakers_dir).exists()
     try:
         profile = await asyncio.wrap_future(state.slow.submit(
-            loaded.recognizer.enrol, name, [p for _, p in uploads.items], folder=state.speakers_dir))
+            enrol_speaker, loaded.recognizer, name, [p for _, p in uploads.items], folder=state.speakers_dir))
     except SERError as exc:
         raise _renamed(exc, uploads) from None
     finally:

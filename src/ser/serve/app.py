@@ -25,7 +25,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 TITLES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found", 405: "method not allowed",
           409: "conflict", 413: "too large", 415: "unsupported media type", 422: "unprocessable audio",
-          429: "too many requests", 500: "internal error", 503: "busy"}
+          429: "too many requests", 500: "internal error", 501: "not available", 503: "busy"}
 
 
 class ApiError(Exception):

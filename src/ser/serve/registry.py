@@ -152,11 +152,19 @@ class Models:
 
 
 def _warm_up(recognizer) -> None:
-    """One prediction on a synthetic vowel, so the first request does not pay for lazy start-up."""
+    """One prediction on a synthetic voice, so the first request does not pay for lazy start-up."""
+    from ser.errors import AudioError
+
     sr = int(recognizer.config.audio.sample_rate)
     t = np.arange(sr) / sr
-    y = (0.2 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    recognizer.predict(y, sr)
+    f0 = 150 + 20 * np.sin(2 * np.pi * 2 * t)  # a gliding pitch with harmonics and breath: not a pure tone
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    y = (0.1 * voice + 0.01 * np.random.default_rng(0).standard_normal(sr)).astype(np.float32)
+    try:
+        recognizer.predict(y, sr)
+    except AudioError as exc:  # a model whose checks refuse it still serves; only the warm-up is lost
+        log.warning("warm-up prediction refused (%s)", exc)
 
 
 def _card(m: Loaded) -> dict:
