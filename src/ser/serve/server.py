@@ -60,9 +60,10 @@ def single_blas_thread() -> None:
     """One BLAS thread per worker, for every BLAS loaded by now (numpy's, scipy's: call it after the models load).
 
     The requests already run on several threads (the event loop, each model's worker, the live
-    streams'); OpenBLAS's own threads on top spin against them. Measured on this 2-core machine while
-    other jobs ran: the default model went from 0.8 to 4.7 requests/s, fast from 45 to 139, at
-    concurrency 1 (benchmarks/results/service_*_blas-threads-2.json against service_*.json).
+    streams'); OpenBLAS's own threads on top spin against them. The first benchmark run, without
+    this, served 1.0 request/s with the default model at concurrency 1 and the run after it 6.3
+    (benchmarks/results/service_default_blas-threads-2.json against service_default.json; the first
+    run also predates the predictor redesign).
     """
     from threadpoolctl import threadpool_limits
 
