@@ -43,9 +43,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    """A server with a token and a queue of one request: 401s and 503s."""
-    s = Server("--model", "fast", "--token", TOKEN, "--max-queue", "1", "--cors", "http://app.example",
-               tmp=tmp_path_factory.mktemp("guarded"))
+    """A server with a token (from $SER_TOKEN) and a queue of one request: 401s and 503s."""
+    s = Server("--model", "fast", "--max-queue", "1", "--cors", "http://app.example",
+               tmp=tmp_path_factory.mktemp("guarded"), env={"SER_TOKEN": TOKEN})
     yield s
     s.stop()
 
