@@ -139,9 +139,10 @@ def test_record_fake_microphone_live_timeline(setup, fast):
     driver.find_element(By.ID, "record").click()  # in the file's final silence, before the fake device loops it
     wait(driver, "document.getElementById('live-status').textContent.startsWith('Stopped')", what="the end event")
     got = segments(driver, "#live-list li")[:len(want)]
-    # The capture starts with the file (offset ~0); allow a few VAD hops of drift through the browser's audio.
+    # The fake device starts the file when capture starts (offset ~0, less than the file's leading
+    # second of silence on a slow machine); the segments must keep their places relative to each other.
     offset = got[0][0] - want[0][0]
-    assert abs(offset) < 0.5, (got, want)
+    assert abs(offset) < 1.0, (got, want)
     for g, w in zip(got, want):
         assert g[2] == w[2], (got, want)
         assert abs(g[0] - offset - w[0]) < 0.1 and abs(g[1] - offset - w[1]) < 0.1, (got, want)
