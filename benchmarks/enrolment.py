@@ -35,6 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     run = Run("enrolment")
     from ser.inference import Recognizer
+    from ser.speakers import enrol
 
     # Actor 1's neutral (01) and calm (02) clips: the first 10 of them.
     clips = sorted(p for p in (Path(args.data) / "Actor_01").glob("*.flac") if p.name.split("-")[2] in ("01", "02"))
@@ -44,7 +45,7 @@ def main() -> int:
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            profile = rec.enrol("actor01", clips, folder=tmp)
+            profile = enrol(rec, "actor01", clips, folder=tmp)
             times.append(time.perf_counter() - t)
         size = (Path(tmp) / "actor01.npz").stat().st_size
         argv = [str(ROOT / ".venv" / "bin" / "ser"), "speakers", "enrol", "cli01", *map(str, clips), "-q",

@@ -78,7 +78,8 @@ def main() -> int:
     if "committed" in result:
         c = result["committed"]
         lines += ["", f"Committed figure ({c['source']}, {c['date']}): UAR {c['uar']:.3f}, macro-F1 "
-                      f"{c['macro_f1']:.3f}, accuracy {c['accuracy']:.3f}; difference UAR {c['difference']['uar']:+.4f}."]
+                      f"{c['macro_f1']:.3f}, accuracy {c['accuracy']:.3f}; "
+                      f"difference UAR {c['difference']['uar']:+.4f}."]
     lines += ["", "| fold | test speakers | n | UAR | macro-F1 | accuracy | train s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {f['fold']} | {', '.join(f['test_speakers'])} | {f['n']} | {f['uar']:.3f} | {f['macro_f1']:.3f} | "
               f"{f['accuracy']:.3f} | {f['train_s']} |" for f in result["folds"]]

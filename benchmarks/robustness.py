@@ -31,8 +31,9 @@ def main() -> int:
     run = Run("robustness")
 
     from ser.augment import CONDITIONS
-    from ser.cache import FeatureCache, compute_features, default_cache_dir
+    from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
+    from ser.frontend import compute_features
     from ser.labels import encode
     from ser.training import describe_device, fit, fold_digest, predict_proba, prepare_features, si6_folds, speakers_of
 

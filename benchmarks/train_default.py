@@ -44,7 +44,7 @@ def main() -> int:
     from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final, training_data_record
+    from ser.training import describe_device, fit_final, train_recognizer, training_data_record
 
     name = args.name or args.preset
     evaluation = {}
@@ -62,16 +62,16 @@ def main() -> int:
             evaluation[protocol] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
                 "source": f"benchmarks/results/{path.name}"}
     if args.card_only:
-        from ser.inference import model_card, write_checksums
+        from ser.modelfolder import model_card, write_checksums
         from ser.utils import atomic_write_text
 
         out = Path(args.out)
         rec = Recognizer.load(out)
-        rec.metadata["evaluation"] = evaluation
         # What `ser evaluate --model` checks test data against (the bundled models: all 24 actors).
-        rec.metadata["training_data"] = training_data_record(load_dataset(args.data))
-        atomic_write_text(out / "metrics.json", json.dumps(rec.metadata, indent=2) + "\n")
-        atomic_write_text(out / "README.md", model_card(rec.config, rec.metadata))
+        metadata = rec.metadata | {"evaluation": evaluation,
+                                   "training_data": training_data_record(load_dataset(args.data))}
+        atomic_write_text(out / "metrics.json", json.dumps(metadata, indent=2) + "\n")
+        atomic_write_text(out / "README.md", model_card(rec.config, metadata))
         write_checksums(out)
         print(f"{out}: card refreshed")
         return 0
@@ -82,32 +82,27 @@ def main() -> int:
     if args.add_adapted_head:
         rec = Recognizer.load(args.out)
         config = rec.config.override({"speakers.adapted_head": True})
-        rec.adapted, _, rec.speaker_norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()),
-                                                     adapted=True)
-        rec.config = config
-        rec.metadata["evaluation"] = evaluation
-        rec.metadata["training"]["adapted_head"] = f"{time.perf_counter() - start:.0f} s; {run.command}"
-        out = rec.save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
+        adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
+        metadata = rec.metadata | {"evaluation": evaluation}
+        metadata["training"] = metadata["training"] | {
+            "adapted_head": f"{time.perf_counter() - start:.0f} s; {run.command}"}
+        out = rec.replace(config=config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
+            args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
         print(f"{out}: adapted head added in {time.perf_counter() - start:.0f} s")
         return 0
-    model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
-    adapted = norm = None
-    if config.speakers.adapted_head:
-        adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
+    rec, history = train_recognizer(clips, config, cache=FeatureCache(default_cache_dir()))
     train_s = time.perf_counter() - start
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),
                      "train_s": round(train_s, 1), "device": describe_device(), "date": run.date,
                      "command": run.command},
-        "training_data": training_data_record(clips),
-        **({"validation": history["validation"]} if history.get("validation") else {}),
+        **rec.metadata,  # training_data and validation, recorded by train_recognizer
         "evaluation": evaluation,
         "data_license": (WHISPER_LICENSE.format(
             "int8, rounded per output channel" if config.features.encoder_precision == "int8"
             else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
     }
-    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history, force=True)
+    out = rec.replace(metadata=metadata).save(args.out, history=history, force=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
     return 0

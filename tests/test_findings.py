@@ -107,7 +107,8 @@ def test_evaluate_model_warns_when_the_test_data_trained_it(trained, ravdess, ca
 
 
 def test_bundled_models_record_their_training_actors(ravdess, tmp_path):
-    from ser.inference import Recognizer, verify_checksums
+    from ser.inference import Recognizer
+    from ser.modelfolder import verify_checksums
 
     clips = load_dataset(link(ravdess, tmp_path, clips_of(7)))
     for name in ("default", "fast"):

@@ -149,32 +149,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from ser.dataset import load_datasets
-    from ser.inference import Recognizer, check_output_folder
-    from ser.training import describe_device, fit_final, training_data_record
+    from ser.modelfolder import check_output_folder
+    from ser.training import describe_device, train_recognizer
 
     check_output_folder(args.out, force=args.force)  # before hours of training, not after
     config = _config(args)
     clips = load_datasets(args.data)
     print(f"device: {describe_device()}", file=sys.stderr)
     start = time.perf_counter()
-    model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
-    adapted = norm = None
-    if config.speakers.adapted_head:
-        adapted, _, norm = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, adapted=True,
-                                     progress=not args.quiet)
+    recognizer, history = train_recognizer(clips, config, cache=_cache(args), jobs=args.jobs,
+                                           progress=not args.quiet)
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
-                             "train_s": round(time.perf_counter() - start, 1)},
-                # What `ser evaluate --model` needs to tell held-out test data from training data.
-                "training_data": training_data_record(clips)}
-    validation = history.get("validation")
+                             "train_s": round(time.perf_counter() - start, 1)}}
+    # train_recognizer recorded training_data (what `ser evaluate --model` checks against) and validation.
+    validation = recognizer.metadata.get("validation")
     if validation:
         metadata["training"]["validation_uar"] = round(validation["uar"], 4)
-        metadata["validation"] = validation
     if args.data_license:
         metadata["data_license"] = args.data_license
-    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history, force=args.force)
+    out = recognizer.replace(metadata=recognizer.metadata | metadata).save(args.out, history=history,
+                                                                        force=args.force)
     score = (f", validation UAR {validation['uar']:.3f}" + (" (near chance)" if validation["near_chance"] else "")
              if validation else "")
     print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs{score})")
@@ -479,7 +474,8 @@ def _finished_sources(path: Path, fmt: str) -> set[str]:
 
 
 def _load_recognizer(args: argparse.Namespace):
-    from ser.inference import ONNX_FILE, Recognizer, resolve_model
+    from ser.inference import Recognizer
+    from ser.modelfolder import ONNX_FILE, resolve_model
 
     folder = resolve_model(args.model)
     if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
@@ -517,13 +513,13 @@ def _timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_speakers_enrol(args: argparse.Namespace) -> int:
-    from ser.speakers import profile_path
+    from ser.speakers import enrol, profile_path
 
     paths, _ = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
     recognizer = _load_recognizer(args)
-    profile = recognizer.enrol(args.name, paths, folder=args.speakers_dir)
+    profile = enrol(recognizer, args.name, paths, folder=args.speakers_dir)
     print(f"{profile_path(profile.name, args.speakers_dir)}: speaker {profile.name!r} enrolled from "
           f"{profile.stats.n} clips")
     return 0
@@ -589,6 +585,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: bundled model {', '.join(failed)} failed its checksums; reinstall ser", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ser.serve import Limits, serve
+        from ser.serve.server import check_binding
+    except ImportError as exc:
+        raise SERError(f"ser serve needs the serve extra: pip install 'speech-emotion-recognition[serve]' "
+                       f"({exc.name or exc} is missing)") from None
+    token = args.token or os.environ.get("SER_TOKEN") or None
+    check_binding(args.host, token)  # before any model loads
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_files=args.max_files, max_timeline_s=args.max_timeline_s,
+                    max_stream_s=args.max_stream_s, max_streams=args.max_streams, max_queue=args.max_queue,
+                    max_batch=args.batch_size)
+    return serve(host=args.host, port=args.port, models=args.model or ["default", "fast"], token=token,
+                 cors=args.cors or (), limits=limits, speakers_dir=args.speakers_dir, runtime=args.runtime,
+                 workers=args.workers, access_log=not args.quiet, log_level="debug" if args.verbose else "info")
 
 
 # --- parser -----------------------------------------------------------------
@@ -744,6 +757,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
     p.add_argument("--out", help="file to write (default: <model name>.<format>)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("serve", parents=[common], help="HTTP service and web page (needs the serve extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR",
+                   help="model to serve, repeatable; the first is the default (default: default and fast)")
+    p.add_argument("--token", help="bearer token every /v1/ request must carry (default: $SER_TOKEN)")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this origin's pages to call the API")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body (default: 25)")
+    p.add_argument("--max-files", type=_positive_int, default=64, help="files per request (default: 64)")
+    p.add_argument("--max-timeline-s", type=float, default=7200.0, help="longest timeline recording (default: 7200)")
+    p.add_argument("--max-stream-s", type=float, default=3600.0, help="longest live stream (default: 3600)")
+    p.add_argument("--max-streams", type=_positive_int, default=8, help="live streams at once (default: 8)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="requests waiting per model before 503 + Retry-After (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="prediction threads per model (default: 1)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("doctor", parents=[common], help="versions, CPU, models and caches, for bug reports")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--full", action="store_true", help="also hash the Whisper encoder's weights (145 MB)")
@@ -788,9 +820,21 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None or args.verbose:
+            raise
+        print(f'error: {exc.name.split(".")[0]} is not installed; `ser {args.command}` needs '
+              f'pip install "speech-emotion-recognition[{extra}]"', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+#: Optional dependencies → the extra that installs them (pyproject.toml).
+_EXTRAS = {"tensorflow": "train", "keras": "train", "onnx": "train", "sklearn": "train", "audiomentations": "train",
+           "matplotlib": "plot"}
 
 
 def _silence_stdout() -> None:

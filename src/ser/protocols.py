@@ -213,7 +213,7 @@ def _summary(draws: list[list], y: np.ndarray, classes: Sequence[str]) -> dict:
 
 def _prepare(clips: Sequence[Clip], config: Config, protocols: Sequence[Protocol], folds: Sequence[Fold], *,
              cache, jobs, progress) -> tuple:
-    from ser.cache import compute_features
+    from ser.frontend import compute_features
     from ser.quiet import warnings_once
     from ser.training import prepare_features
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ser.augment import mask_spectrogram
-from ser.cache import FeatureCache, compute_features
+from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
+from ser.frontend import compute_features
 from ser.labels import encode
 from ser.quiet import import_keras, warnings_once
 from ser.utils import atomic_write_text, sha256_file
@@ -661,3 +662,42 @@ def training_data_record(clips: Sequence[Clip]) -> dict:
     files = sorted({sha256_file(c.path)[:FILE_DIGEST_CHARS] for c in clips})
     return {"clips": len(clips), "speakers": speakers, "file_digest": f"sha256[:{FILE_DIGEST_CHARS}]",
             "files": files}
+
+
+def train_recognizer(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
+                     jobs: int | None = None, progress: bool = False, metadata: dict | None = None):
+    """Train a complete model on ``clips``: the network and, if configured, the speaker-adapted head.
+
+    The one training entry point of ``ser train`` and ``benchmarks/train_default.py``.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Labelled training clips.
+    config : Config
+        The recipe; ``speakers.adapted_head`` adds the adapted head.
+    cache, jobs, progress
+        As for :func:`fit_final`.
+    metadata : dict, optional
+        Recorded in the model folder (``metrics.json``) and its card, beside what this adds:
+        ``training_data`` (:func:`training_data_record`: training speakers and file digests, which
+        ``ser evaluate --model`` checks test data against) and ``validation`` (the validation score,
+        when the recipe holds out validation speakers; a near-chance score is warned about).
+
+    Returns
+    -------
+    recognizer : ser.inference.Recognizer
+        Ready to predict or :meth:`~ser.inference.Recognizer.save`.
+    history : dict
+        Training curves of the network.
+    """
+    from ser.inference import Recognizer
+
+    model, history = fit_final(clips, config, cache=cache, jobs=jobs, progress=progress)
+    adapted = norm = None
+    if config.speakers.adapted_head:
+        adapted, _, norm = fit_final(clips, config, cache=cache, jobs=jobs, adapted=True, progress=progress)
+    recorded = {**(metadata or {}), "training_data": training_data_record(clips)}
+    if history.get("validation"):
+        recorded["validation"] = history["validation"]
+    return Recognizer(model, config, metadata=recorded, adapted=adapted, speaker_norm=norm), history
