@@ -10,13 +10,13 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from ser import audio  # noqa: E402
-from ser.config import preset  # noqa: E402
-from ser.encoder_onnx import OnnxWhisperEncoder, build_encoder_graph, graph_variables, quantize_graph  # noqa: E402
-from ser.encoders import WhisperEncoder, read_ctranslate2_variables, whisper_log_mel  # noqa: E402
-from ser.errors import ModelError  # noqa: E402
-from ser.features import stats_pool  # noqa: E402
-from ser.frontend import featurize_many  # noqa: E402
+from ser import audio
+from ser.config import preset
+from ser.encoder_onnx import OnnxWhisperEncoder, build_encoder_graph, graph_variables, quantize_graph
+from ser.encoders import WhisperEncoder, read_ctranslate2_variables, whisper_log_mel
+from ser.errors import ModelError
+from ser.features import stats_pool
+from ser.frontend import featurize_many
 
 ROOT = Path(__file__).resolve().parents[1]
 WHISPER_DIR = ROOT.parent / "shared" / "models" / "whisper-base"

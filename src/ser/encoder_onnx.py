@@ -31,8 +31,14 @@ from ser.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OnnxWhisperEncoder", "build_encoder_graph", "graph_variables", "quantize_graph", "save_encoder_graph",
-           "INT8_VARIANTS"]
+__all__ = [
+    "INT8_VARIANTS",
+    "OnnxWhisperEncoder",
+    "build_encoder_graph",
+    "graph_variables",
+    "quantize_graph",
+    "save_encoder_graph",
+]
 
 #: ONNX opset of the graph: 17 has LayerNormalization; GELU is written with Erf (fused by ORT).
 OPSET = 17
@@ -118,7 +124,7 @@ def build_encoder_graph(variables: Mapping[str, np.ndarray]):
 
     WhisperEncoder(variables)  # the same shape checks as the numpy encoder, with its messages
     b = _Builder()
-    f32 = lambda name: _get(variables, name).astype(np.float32)  # noqa: E731 - local shorthand
+    f32 = lambda name: _get(variables, name).astype(np.float32)
     n_heads = int(_get(variables, "num_heads"))
     dim = f32("conv1/weight").shape[0]
 
@@ -326,7 +332,7 @@ class OnnxWhisperEncoder:
         integer = any(n.op_type in ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)
         self.precision = "int8" if integer else "float32"
         if fallback is None and not integer:
-            fallback = lambda: WhisperEncoder(graph_variables(proto))  # noqa: E731
+            fallback = lambda: WhisperEncoder(graph_variables(proto))
         self._fallback_loader = fallback
         self._numpy: WhisperEncoder | None = None
         self._session = None
