@@ -146,3 +146,75 @@ def test_not_an_encoder_graph(tmp_path):
         OnnxWhisperEncoder(path)
     with pytest.raises(ModelError, match="cannot read"):
         OnnxWhisperEncoder(tmp_path / "missing.onnx")
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+def _folder_with_graph(tmp: Path, graph_bytes: bytes, encoder_graph: str) -> Path:
+    """The bundled default model with ``encoder.onnx`` in place of ``encoder.npz``, re-checksummed."""
+    import json
+    import shutil
+
+    from ser.modelfolder import DEFAULT_MODEL, ENCODER_FILE, ENCODER_GRAPH_FILE, write_checksums
+
+    folder = tmp / "model"
+    shutil.copytree(DEFAULT_MODEL, folder, ignore=shutil.ignore_patterns(ENCODER_FILE))
+    (folder / ENCODER_GRAPH_FILE).write_bytes(graph_bytes)
+    config = json.loads((folder / "config.json").read_text())
+    config["features"]["encoder_graph"] = encoder_graph
+    (folder / "config.json").write_text(json.dumps(config))
+    write_checksums(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def graph_folder(graph, tmp_path_factory):
+    return _folder_with_graph(tmp_path_factory.mktemp("graph"), graph.SerializeToString(), "float32")
+
+
+def test_model_folder_runs_its_encoder_graph(graph_folder):
+    from ser.inference import Recognizer
+
+    rec = Recognizer.load(graph_folder)
+    assert rec.encoder.backend == "onnxruntime" and rec.encoder.precision == "float32"
+    bundled = Recognizer.load()
+    got, expected = rec.predict_file(CLIPS[0]), bundled.predict_file(CLIPS[0])
+    assert got.label == expected.label
+    assert max(abs(got.scores[k] - expected.scores[k]) for k in got.scores) < 1e-4
+
+
+def test_model_folder_save_keeps_the_graph(graph_folder, tmp_path):
+    from ser.inference import Recognizer
+    from ser.modelfolder import ENCODER_FILE, ENCODER_GRAPH_FILE
+
+    out = Recognizer.load(graph_folder).save(tmp_path / "copy")
+    assert (out / ENCODER_GRAPH_FILE).read_bytes() == (graph_folder / ENCODER_GRAPH_FILE).read_bytes()
+    assert not (out / ENCODER_FILE).exists()
+    assert "ONNX graph on ONNX Runtime, float32" in (out / "README.md").read_text()
+
+
+def test_model_folder_refuses_a_graph_of_another_precision(graph, tmp_path):
+    from ser.modelfolder import read_model_folder
+
+    for wanted, match in [("int8-ffn-in", "a float32 graph, but config.json says"), ("none", "was not trained with")]:
+        folder = _folder_with_graph(tmp_path / wanted, graph.SerializeToString(), wanted)
+        with pytest.raises(ModelError, match=match):
+            read_model_folder(folder)
+
+
+def test_predict_verbose_names_the_encoder(graph_folder, capsys):
+    from ser.cli import main
+
+    assert main(["predict", "--verbose", "--model", str(graph_folder), str(CLIPS[0])]) == 0
+    assert "Whisper encoder: ONNX Runtime float32" in capsys.readouterr().err
+
+
+def test_describe_the_numpy_encoders(numpy_encoder):
+    from ser.frontend import describe_encoder
+
+    config = preset("robust")
+    assert describe_encoder(numpy_encoder, config) == ("Whisper encoder: numpy float32 (float32 weights, "
+                                                       "from the model folder's encoder.npz)")
+    assert "shared CTranslate2 weights" in describe_encoder(None, config)
+    assert "no speech encoder" in describe_encoder(None, preset("fast"))
