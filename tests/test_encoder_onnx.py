@@ -218,3 +218,13 @@ def test_describe_the_numpy_encoders(numpy_encoder):
                                                        "from the model folder's encoder.npz)")
     assert "shared CTranslate2 weights" in describe_encoder(None, config)
     assert "no speech encoder" in describe_encoder(None, preset("fast"))
+
+
+def test_config_refuses_a_graph_over_rounded_weights():
+    from ser.errors import ConfigError
+
+    assert preset("robust").override({"features.encoder_graph": "int8-linear"}).features.encoder_graph == "int8-linear"
+    with pytest.raises(ConfigError, match="encoder_graph='int8'.*encoder_precision='float32'"):
+        preset("robust").override({"features.encoder_graph": "int8", "features.encoder_precision": "int8"})
+    with pytest.raises(ConfigError, match="features.encoder_graph"):
+        preset("robust").override({"features.encoder_graph": "int4"})
