@@ -18,6 +18,7 @@ load or run it (an op it lacks).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -256,9 +257,22 @@ def quantize_graph(model, variant: str = "int8"):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "f32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
-        quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
-                         nodes_to_exclude=exclude)
+        with _quiet_root_logger():
+            quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
+                             nodes_to_exclude=exclude)
         return onnx.load(dst)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer logs a line per tensor on the root logger; only errors matter here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def save_encoder_graph(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
