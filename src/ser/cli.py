@@ -578,6 +578,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ser.serve import Limits, serve
+        from ser.serve.server import check_binding
+    except ImportError as exc:
+        raise SERError(f"ser serve needs the serve extra: pip install 'speech-emotion-recognition[serve]' "
+                       f"({exc.name or exc} is missing)") from None
+    token = args.token or os.environ.get("SER_TOKEN") or None
+    check_binding(args.host, token)  # before any model loads
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_files=args.max_files, max_timeline_s=args.max_timeline_s,
+                    max_stream_s=args.max_stream_s, max_streams=args.max_streams, max_queue=args.max_queue,
+                    max_batch=args.batch_size)
+    return serve(host=args.host, port=args.port, models=args.model or ["default", "fast"], token=token,
+                 cors=args.cors or (), limits=limits, speakers_dir=args.speakers_dir, runtime=args.runtime,
+                 workers=args.workers, access_log=not args.quiet, log_level="debug" if args.verbose else "info")
+
+
 # --- parser -----------------------------------------------------------------
 
 DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
@@ -715,6 +732,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
     p.add_argument("--out", help="file to write (default: <model name>.<format>)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("serve", parents=[common], help="HTTP service and web page (needs the serve extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR",
+                   help="model to serve, repeatable; the first is the default (default: default and fast)")
+    p.add_argument("--token", help="bearer token every /v1/ request must carry (default: $SER_TOKEN)")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this origin's pages to call the API")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body (default: 25)")
+    p.add_argument("--max-files", type=_positive_int, default=64, help="files per request (default: 64)")
+    p.add_argument("--max-timeline-s", type=float, default=7200.0, help="longest timeline recording (default: 7200)")
+    p.add_argument("--max-stream-s", type=float, default=3600.0, help="longest live stream (default: 3600)")
+    p.add_argument("--max-streams", type=_positive_int, default=8, help="live streams at once (default: 8)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="requests waiting per model before 503 + Retry-After (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="prediction threads per model (default: 1)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("doctor", parents=[common], help="versions, CPU, models and caches, for bug reports")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--full", action="store_true", help="also hash the Whisper encoder's weights (145 MB)")
