@@ -77,7 +77,7 @@ def test_float32_parity_on_real_clips(path, numpy_encoder, onnx_encoder):
 
 def test_dynamic_batch_and_length(numpy_encoder, onnx_encoder):
     mel = _mel(CLIPS[0])
-    for frames in (2, 50, mel.shape[1] - mel.shape[1] % 2):
+    for frames in (2, 50, 120):
         batch = np.stack([mel[:, :frames], mel[:, :frames] * 0.5])
         got = onnx_encoder(batch)
         assert got.shape == (7, 2, frames // 2, 512)
@@ -121,18 +121,23 @@ def test_graph_variables_round_trip(graph, variables):
     assert int(back["encoder/num_heads"]) == int(variables["encoder/num_heads"])
 
 
-def test_int8_graph_runs_close_to_float32(graph, onnx_encoder):
-    quantized = quantize_graph(graph, "int8-mlp")
-    enc = OnnxWhisperEncoder(quantized.SerializeToString())
+@pytest.fixture(scope="module")
+def int8_graph(graph):
+    return quantize_graph(graph, "int8-linear")
+
+
+def test_int8_graph_runs_close_to_float32(int8_graph, onnx_encoder):
+    enc = OnnxWhisperEncoder(int8_graph.SerializeToString())
     assert enc.precision == "int8" and "int8" in enc.describe()
     mel = _mel(CLIPS[1])
     a, b = stats_pool(onnx_encoder(mel)[:, 0]), stats_pool(enc(mel)[:, 0])
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() > 0.99
+    assert cosine.min() > 0.98  # 0.984 is the lowest of 100 RAVDESS clips (benchmarks/encoder_onnx.py)
 
 
-def test_int8_graph_has_no_silent_fallback(graph):
-    quantized = quantize_graph(graph, "int8-mlp")
+def test_int8_graph_has_no_silent_fallback(int8_graph):
+    quantized = type(int8_graph)()
+    quantized.CopyFrom(int8_graph)
     node = next(n for n in quantized.graph.node if n.op_type == "MatMulInteger")
     node.op_type = "MatMulIntegerThatDoesNotExist"
     with pytest.raises(ModelError, match="no numpy fallback"):
