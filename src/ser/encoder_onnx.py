@@ -83,22 +83,24 @@ class _Builder:
 
     def gelu(self, x: str, scope: str) -> str:
         # Exact GELU, 0.5 x (1 + erf(x / sqrt 2)); ORT's optimizer fuses this pattern into one Gelu.
-        t = self.op("Erf", [self.op("Mul", [x, self._scalar("inv_sqrt2", 1 / math.sqrt(2))])])
-        t = self.op("Add", [t, self._scalar("one", 1.0)])
-        return self.op("Mul", [self.op("Mul", [x, t]), self._scalar("half", 0.5)], name=f"{scope}/gelu")
+        t = self.op("Erf", [self.op("Mul", [x, self.scalar("inv_sqrt2", 1 / math.sqrt(2))])])
+        t = self.op("Add", [t, self.scalar("one", 1.0)])
+        return self.op("Mul", [self.op("Mul", [x, t]), self.scalar("half", 0.5)], name=f"{scope}/gelu")
 
-    def _scalar(self, name: str, value: float) -> str:
+    def scalar(self, name: str, value: float) -> str:
+        """A float32 scalar initializer, added once however often it is used."""
         if not any(init.name == name for init in self.inits):
             self.const(name, np.float32(value))
         return name
 
-    def _scalar_int(self, name: str, value) -> str:
+    def ints(self, name: str, value) -> str:
+        """An int64 initializer (shapes, indices, axes), added once."""
         if not any(init.name == name for init in self.inits):
             self.const(name, np.asarray(value, dtype=np.int64))
         return name
 
-    def _axes0(self) -> str:
-        return self._scalar_int("axes0", [0])
+    def axes0(self) -> str:
+        return self.ints("axes0", [0])
 
 
 def _get(variables: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -145,7 +147,7 @@ def build_encoder_graph(variables: Mapping[str, np.ndarray]):
         states.append(h)
         i += 1
     states[-1] = _layer_norm(b, h, variables, "layer_norm")
-    out = b.op("Concat", [b.op("Unsqueeze", [s, b._axes0()]) for s in states], axis=0)
+    out = b.op("Concat", [b.op("Unsqueeze", [s, b.axes0()]) for s in states], axis=0)
     b.nodes.append(helper.make_node("Identity", [out], [OUTPUT], name=OUTPUT))
 
     n_mels = f32("conv1/weight").shape[1]
@@ -161,9 +163,9 @@ def build_encoder_graph(variables: Mapping[str, np.ndarray]):
 
 def _positions(b: _Builder, h: str, table: np.ndarray) -> str:
     """``table[:steps]`` with ``steps`` read from ``h`` ``(batch, steps, dim)`` at run time."""
-    steps = b.op("Slice", [b.op("Shape", [h]), b._scalar_int("one_i", [1]), b._scalar_int("two_i", [2])])
+    steps = b.op("Slice", [b.op("Shape", [h]), b.ints("one_i", [1]), b.ints("two_i", [2])])
     return b.op("Slice", [b.const("encoder/position_encodings/encodings", table),
-                          b._scalar_int("zero_i", [0]), steps, b._scalar_int("axes0", [0])])
+                          b.ints("zero_i", [0]), steps, b.ints("axes0", [0])])
 
 
 def _layer_norm(b: _Builder, x: str, variables, name: str) -> str:
@@ -184,14 +186,14 @@ def _block(b: _Builder, h: str, variables, scope: str, n_heads: int, dim: int) -
     qkv = _linear(b, _layer_norm(b, h, variables, f"{scope}/self_attention/layer_norm"), variables,
                   f"{scope}/self_attention/linear_0")
     # (batch, steps, 3 * dim) -> (3, batch, heads, steps, head_dim), as the numpy encoder's reshape.
-    qkv = b.op("Reshape", [qkv, b._scalar_int("qkv_shape", [0, 0, 3, n_heads, head_dim])])
+    qkv = b.op("Reshape", [qkv, b.ints("qkv_shape", [0, 0, 3, n_heads, head_dim])])
     qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])
-    q, k, v = (b.op("Gather", [qkv, b._scalar_int(f"idx{j}", j)], axis=0) for j in range(3))
-    q = b.op("Mul", [q, b._scalar(f"attn_scale_{head_dim}", 1.0 / np.sqrt(head_dim))])
+    q, k, v = (b.op("Gather", [qkv, b.ints(f"idx{j}", j)], axis=0) for j in range(3))
+    q = b.op("Mul", [q, b.scalar(f"attn_scale_{head_dim}", 1.0 / np.sqrt(head_dim))])
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])], name=f"{scope}/scores")
     probs = b.op("Softmax", [scores], axis=-1)
     context = b.op("Transpose", [b.op("MatMul", [probs, v], name=f"{scope}/context")], perm=[0, 2, 1, 3])
-    context = b.op("Reshape", [context, b._scalar_int("merge_shape", [0, 0, dim])])
+    context = b.op("Reshape", [context, b.ints("merge_shape", [0, 0, dim])])
     h = b.op("Add", [h, _linear(b, context, variables, f"{scope}/self_attention/linear_1")], name=f"{scope}/res1")
     hidden = _linear(b, _layer_norm(b, h, variables, f"{scope}/ffn/layer_norm"), variables, f"{scope}/ffn/linear_0")
     hidden = _linear(b, b.gelu(hidden, f"{scope}/ffn"), variables, f"{scope}/ffn/linear_1")
