@@ -480,7 +480,13 @@ def _load_recognizer(args: argparse.Namespace):
     folder = resolve_model(args.model)
     if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
         _import_tensorflow_quietly(args.verbose)
-    return Recognizer.load(folder, runtime=args.runtime)
+    recognizer = Recognizer.load(folder, runtime=args.runtime)
+    if args.verbose:
+        from ser.frontend import describe_encoder
+
+        # Which encoder (numpy or ONNX Runtime) and precision computes the features: they differ per folder.
+        _say(f"{folder}: {describe_encoder(recognizer.encoder, recognizer.config)}")
+    return recognizer
 
 
 def _timeline(args: argparse.Namespace) -> int:
