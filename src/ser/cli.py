@@ -328,6 +328,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     import tempfile
 
+    from ser.quiet import FEATURE_LOGGERS, warnings_once
+
     if args.timeline:
         return _timeline(args)
     paths, manifest_speakers = _expand_inputs(args.inputs)
@@ -343,6 +345,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         groups = _adaptation_groups([paths[i] for i in todo], manifest_speakers)
     failed = 0
     with sink, contextlib.ExitStack() as stack:
+        stack.enter_context(warnings_once(*FEATURE_LOGGERS))  # "the first 1.0 s are silent" once, not per file
         # A temporary folder only for standard input, removed however the run ends (short of kill -9).
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ser-stdin-")) if "-" in args.inputs else None
         readable = [_stdin_to_file(tmp) if str(paths[i]) == "-" else paths[i] for i in todo]

@@ -19,6 +19,10 @@ from collections.abc import Iterator
 log = logging.getLogger(__name__)
 
 
+#: The loggers that warn about one file while many are featurised (silent starts, resampling...).
+FEATURE_LOGGERS = ("ser.audio", "ser.cache", "ser.frontend")
+
+
 def _verbose() -> bool:
     """Debug logging for ``ser`` (``ser -v``) shows what TensorFlow says."""
     return logging.getLogger("ser").isEnabledFor(logging.DEBUG)

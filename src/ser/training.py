@@ -26,7 +26,7 @@ from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
 from ser.frontend import compute_features
 from ser.labels import encode
-from ser.quiet import import_keras, warnings_once
+from ser.quiet import FEATURE_LOGGERS, import_keras, warnings_once
 from ser.utils import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,6 @@ def prepare_features(clips: Sequence[Clip], config: Config, *, cache: FeatureCac
 
 
 #: Loggers whose per-file warnings a batch over many files says once (see :func:`ser.quiet.warnings_once`).
-FEATURE_LOGGERS = ("ser.audio", "ser.cache", "ser.frontend")
 
 
 def describe_device() -> str:
