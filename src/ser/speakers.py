@@ -77,6 +77,32 @@ class SpeakerStats:
         return ((x - self.mean) / np.sqrt(self.var + EPS)).astype(np.float32)
 
 
+class RunningStats:
+    """Mean and variance of features seen so far, in constant memory (a live stream, a long recording).
+
+    Sums are kept relative to the first example (the shifted-data algorithm), so a
+    large mean does not swamp a small variance.
+    """
+
+    def __init__(self) -> None:
+        self.n, self.ref, self.total, self.squares = 0, None, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        """Count one feature array."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.ref is None:
+            self.ref = x
+        d = x - self.ref
+        self.n += 1
+        self.total = self.total + d
+        self.squares = self.squares + d * d
+
+    def stats(self) -> SpeakerStats:
+        """The :class:`SpeakerStats` of everything added so far (at least one array)."""
+        shift = self.total / self.n
+        return SpeakerStats(self.ref + shift, np.maximum(self.squares / self.n - shift * shift, 0.0), self.n)
+
+
 @dataclass(frozen=True)
 class SpeakerNorm:
     """What an adapted head learned from its training speakers.

@@ -38,6 +38,7 @@ import numpy as np
 from ser.audio import file_duration, stream_audio  # noqa: F401 - file_duration: part of this module's API
 from ser.config import AudioConfig
 from ser.errors import AudioError, ConfigError, OutputError
+from ser.speakers import RunningStats
 from ser.utils import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -405,7 +406,7 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     base = 0
     segments: list[Segment] = []
     skipped = 0
-    running = _RunningStats() if adapt else None
+    running = RunningStats() if adapt else None
     if adapt:
         recognizer.require_adapted_head()
 
@@ -441,32 +442,6 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
         recognise(vad._flush())
     log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
     return segments
-
-
-class _RunningStats:
-    """Mean and variance of features seen so far, in constant memory.
-
-    Sums are kept relative to the first example (the shifted-data algorithm), so a
-    large mean does not swamp a small variance.
-    """
-
-    def __init__(self) -> None:
-        self.n, self.ref, self.total, self.squares = 0, None, 0.0, 0.0
-
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        if self.ref is None:
-            self.ref = x
-        d = x - self.ref
-        self.n += 1
-        self.total = self.total + d
-        self.squares = self.squares + d * d
-
-    def stats(self):
-        from ser.speakers import SpeakerStats
-
-        shift = self.total / self.n
-        return SpeakerStats(self.ref + shift, np.maximum(self.squares / self.n - shift * shift, 0.0), self.n)
 
 
 # --- writers ------------------------------------------------------------------------------

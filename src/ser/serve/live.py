@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ser.errors import AudioError, ConfigError
+from ser.speakers import RunningStats
 from ser.timeline import ADAPT_AFTER, MAX_SEGMENT, EnergyVAD, Segment
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class LiveTimeline:
         self._speaker = speaker
         if speaker is not None:
             self._speaker = recognizer.profile(speaker)  # checked now: a bad profile fails before any audio
-        self._running = _RunningStats() if adapt else None
+        self._running = RunningStats() if adapt else None
         if adapt:
             recognizer.require_adapted_head()
         self._adapt_after = adapt_after
@@ -162,25 +163,3 @@ class LiveTimeline:
             log.info("live segment %.2f-%.2f s skipped (%s)", span.start, span.end, exc)
             return None
         return Segment(span.start, span.end, p.label, float(p.confidence), dict(p.scores))
-
-
-class _RunningStats:
-    """Mean and variance of the features seen so far in constant memory (as ``timeline(adapt=True)`` keeps them)."""
-
-    def __init__(self) -> None:
-        self.n, self.ref, self.total, self.squares = 0, None, 0.0, 0.0
-
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        if self.ref is None:
-            self.ref = x
-        d = x - self.ref
-        self.n += 1
-        self.total = self.total + d
-        self.squares = self.squares + d * d
-
-    def stats(self):
-        from ser.speakers import SpeakerStats
-
-        shift = self.total / self.n
-        return SpeakerStats(self.ref + shift, np.maximum(self.squares / self.n - shift * shift, 0.0), self.n)
