@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.encoders import LAYER_NORM_EPS, WhisperEncoder
+from ser.encoders import LAYER_NORM_EPS, WhisperEncoder, check_mel
 from ser.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ class OnnxWhisperEncoder:
         """
         if self._numpy is not None:
             return self._numpy(mel)
-        x = self._check(mel)
+        x = check_mel(mel, n_mels=self._n_mels, max_frames=self._max_frames)
         try:
             return self._session.run([OUTPUT], {INPUT: x})[0]
         except Exception as exc:  # noqa: BLE001 - a kernel missing at run time (NOT_IMPLEMENTED)
@@ -412,22 +412,6 @@ class OnnxWhisperEncoder:
                 raise ModelError(f"{self._name}: ONNX Runtime failed ({_first_line(exc)})") from None
             self._use_fallback(f"ONNX Runtime failed to run it ({_first_line(exc)})")
             return self._numpy(x)
-
-    def _check(self, mel: np.ndarray) -> np.ndarray:
-        """The numpy encoder's input checks, with its messages; returns ``(batch, n_mels, frames)`` float32."""
-        x = np.asarray(mel)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[1] != self._n_mels or x.shape[0] == 0:
-            raise ValueError(f"mel must have shape (batch, {self._n_mels}, frames) or ({self._n_mels}, frames), "
-                             f"got {np.shape(mel)}")
-        frames = x.shape[2]
-        if frames < 2 or frames % 2 or frames > self._max_frames:
-            raise ValueError(f"mel must have an even number of frames between 2 and {self._max_frames}, got {frames}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("mel contains NaN or infinite values")
-        return x
 
     def _use_fallback(self, why: str) -> None:
         if self._fallback_loader is None:

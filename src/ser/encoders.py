@@ -366,6 +366,35 @@ def _conv1d_time_major(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stri
     return out
 
 
+def check_mel(mel: np.ndarray, *, n_mels: int, max_frames: int) -> np.ndarray:
+    """An encoder's input, checked: ``(batch, n_mels, frames)`` float32, C-contiguous.
+
+    Parameters
+    ----------
+    mel : numpy.ndarray
+        ``(batch, n_mels, frames)`` or ``(n_mels, frames)``.
+    n_mels, max_frames : int
+        What the encoder takes (``frames`` must be even, between 2 and ``max_frames``).
+
+    Raises
+    ------
+    ValueError
+        The wrong shape, an odd or too large frame count, or non-finite values.
+    """
+    x = np.asarray(mel)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] != n_mels or x.shape[0] == 0:
+        raise ValueError(f"mel must have shape (batch, {n_mels}, frames) or ({n_mels}, frames), got {np.shape(mel)}")
+    frames = x.shape[2]
+    if frames < 2 or frames % 2 or frames > max_frames:
+        raise ValueError(f"mel must have an even number of frames between 2 and {max_frames}, got {frames}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("mel contains NaN or infinite values")
+    return x
+
+
 class WhisperEncoder:
     """Whisper's audio encoder in float32 numpy, returning the hidden state after every layer.
 
@@ -543,21 +572,8 @@ class WhisperEncoder:
         ValueError
             If ``mel`` has the wrong shape, an odd or too large frame count, or non-finite values.
         """
-        x = np.asarray(mel)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[1] != self._n_mels or x.shape[0] == 0:
-            raise ValueError(f"mel must have shape (batch, {self._n_mels}, frames) or ({self._n_mels}, frames), "
-                             f"got {np.shape(mel)}")
-        frames = x.shape[2]
-        max_frames = 2 * self._positions.shape[0]
-        if frames < 2 or frames % 2 or frames > max_frames:
-            raise ValueError(f"mel must have an even number of frames between 2 and {max_frames}, got {frames}")
-        x = x.astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("mel contains NaN or infinite values")
-
-        batch, steps = x.shape[0], frames // 2
+        x = check_mel(mel, n_mels=self._n_mels, max_frames=2 * self._positions.shape[0])
+        batch, steps = x.shape[0], x.shape[2] // 2
         states = np.empty((self.n_layers, batch, steps, self._dim), dtype=np.float32)
         # Time-major (batch, time, channels) throughout: convolutions become window @ kernel matmuls
         # and the transformer needs this layout anyway.
