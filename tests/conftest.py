@@ -15,6 +15,9 @@ from ser.labels import EMOTIONS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAVDESS = SHARED / "data" / "ravdess"
+WHISPER = SHARED / "models" / "whisper-base"
+#: Marks a test that needs the shared Whisper-base weights (skipped where ../shared lacks them).
+needs_whisper = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
 
 # Property-based tests: 2000 examples per boundary (SER_HYPOTHESIS_EXAMPLES to change it), derandomised
 # so CI is reproducible, no example database written into the checkout, no per-example deadline

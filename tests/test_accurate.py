@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import needs_whisper
 from ser.cache import FeatureCache, settings_digest
 from ser.frontend import featurize, load_clip
 from ser.config import preset
@@ -17,8 +17,7 @@ from ser.evaluation import evaluate
 from ser.inference import Recognizer
 from ser.training import fit_final
 
-WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
-pytestmark = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
+pytestmark = needs_whisper
 
 
 def small(**changes):

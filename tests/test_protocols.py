@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ser.cache import FeatureCache
+from conftest import needs_whisper
 from ser.cli import main
 from ser.config import Config, TrainConfig, preset
 from ser.dataset import load_dataset
@@ -24,8 +25,6 @@ from ser.training import (
     si6_folds,
 )
 
-WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
-needs_whisper = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
 
 
 def run(capsys, *argv):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_whisper
 from ser.cli import main
 from ser.config import preset
 from ser.errors import ConfigError, ModelError
@@ -24,8 +25,6 @@ from ser.speakers import (
     remove_profile,
 )
 
-WHISPER = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
-needs_whisper = pytest.mark.skipif(not (WHISPER / "model.bin").exists(), reason="whisper-base not in ../shared/models")
 
 
 def _norm(shape=(2, 3), k0=5.0) -> SpeakerNorm:
