@@ -155,3 +155,14 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str])
     m = metrics(y_true, y_pred, classes)
     return {"uar": round(m["uar"], 4), "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4),
             "clips": m["n"]}
+
+
+def run_process(argv: Sequence[str]) -> tuple[float, float, float]:
+    """Run a command to its end; (wall s, CPU s, peak RSS MB) of that process alone. A failure ends the benchmark."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{shlex.join(argv)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024

@@ -25,29 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _harness import DATA, RESULTS, ROOT, Run, write_json
+from _harness import DATA, RESULTS, ROOT, Run, run_process, write_json
 
 SER = str(ROOT / ".venv" / "bin" / "ser")
 
 
 def run(argv: list[str]) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB) of that process alone."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{shlex.join(argv)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    wall, _, rss = run_process(argv)
+    return wall, rss
 
 
 def main() -> int:

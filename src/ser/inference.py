@@ -295,6 +295,38 @@ class Recognizer:
         speaker = self._speaker(speaker)
         return self._prediction(self._scores(self.features(y, sr)[None], speaker)[0], seconds(y, sr), None)
 
+    def predict_many(self, ys: Sequence[np.ndarray], sr: int, *, jobs: int | None = None) -> list[Prediction | SERError]:
+        """:meth:`predict` of many in-memory signals at one rate, as one batch.
+
+        Features on worker threads (:meth:`ser.frontend.Frontend.clips`), then one network call;
+        the scores equal :meth:`predict`'s to float round-off. A signal that :meth:`predict`
+        would refuse gets its error in its place in the result instead.
+
+        Parameters
+        ----------
+        ys : sequence of numpy.ndarray
+            Signals, each ``(n_samples,)`` or ``(n_samples, n_channels)``.
+        sr : int
+            Their sample rate.
+        jobs : int, optional
+            Worker threads for the features (default: all cores).
+
+        Returns
+        -------
+        list
+            One :class:`Prediction` or :class:`~ser.errors.SERError` per signal, in order.
+        """
+        out: list = self._frontend.clips(ys, sr, jobs=jobs)
+        ok = [i for i, x in enumerate(out) if not isinstance(x, SERError)]
+        if ok:
+            probs = self._scores(np.stack([out[i] for i in ok]))
+            for i, p in zip(ok, probs):
+                try:
+                    out[i] = self._prediction(p, seconds(ys[i], sr), None)
+                except SERError as exc:
+                    out[i] = exc
+        return out
+
     def features(self, y: np.ndarray, sr: int) -> np.ndarray:
         """The model's input features of an in-memory signal: the embedding API.
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ser.audio import file_duration, stream_audio  # noqa: F401 - file_duration: part of this module's API
 from ser.config import AudioConfig
-from ser.errors import AudioError, ConfigError, OutputError
+from ser.errors import AudioError, ConfigError, OutputError, SERError
 from ser.speakers import RunningStats
 from ser.utils import atomic_write_bytes, atomic_write_text
 
@@ -52,6 +52,9 @@ CHUNK_SECONDS = 1.0
 #: Mean-square energy added before taking the log, so digital silence is -100 dB, not -inf.
 _ENERGY_EPS = 1e-10
 
+
+#: Segments recognised together by :func:`timeline` (features on worker threads, one network call).
+BATCH_SEGMENTS = 16
 
 #: Segments a timeline sees before it adapts to the recording (see :func:`timeline`).
 ADAPT_AFTER = 5
@@ -334,7 +337,8 @@ MAX_SEGMENT = 10.0
 def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | None = None,
              block_seconds: float = 30.0, progress: bool = False, margin_db: float = 10.0,
              threshold_db: float = -60.0, min_speech: float = 0.5, min_gap: float = 0.3,
-             max_segment: float | None = None, adapt: bool = False, adapt_after: int = ADAPT_AFTER) -> list[Segment]:
+             max_segment: float | None = None, adapt: bool = False, adapt_after: int = ADAPT_AFTER,
+             batch_size: int = BATCH_SEGMENTS, jobs: int | None = None) -> list[Segment]:
     """Find the speech in a recording, of any length, and the emotion of each segment.
 
     The file is streamed (:func:`stream_audio`), speech is detected incrementally
@@ -371,6 +375,14 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
         an adapted head.
     adapt_after : int
         Segments seen before adaptation starts (statistics of fewer are too noisy).
+    batch_size : int
+        Segments recognised together once that many have ended (with a recognizer that has
+        ``predict_many``, as :class:`ser.inference.Recognizer` does): their features on ``jobs``
+        worker threads, then one network call. Memory grows by at most ``batch_size *
+        max_segment`` seconds of samples. 1 recognises each segment as soon as it ends, in this
+        thread; the results are the same to float round-off.
+    jobs : int, optional
+        Worker threads for a batch's features (default: all cores).
 
     Returns
     -------
@@ -393,6 +405,8 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     if max_segment is None:
         window = float(getattr(model_audio, "duration", MAX_SEGMENT) or MAX_SEGMENT)
         max_segment = max(min(MAX_SEGMENT, window), 2 * min_speech)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: expected a positive integer")
     limit = getattr(model_audio, "max_duration", None)
     if limit is not None and max_segment > limit:
         raise ConfigError(f"max_segment={max_segment!r}: expected at most the model's max_duration {limit:g} s")
@@ -410,24 +424,21 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     if adapt:
         recognizer.require_adapted_head()
 
-    def recognise(spans: list[tuple[int, int]]) -> None:
+    batched = batch_size > 1 and hasattr(recognizer, "predict_many")
+    # Segments that have ended but are not recognised yet: (start, end, samples), at most one batch
+    # plus the segments of one block.
+    pending: list[tuple[int, int, np.ndarray]] = []
+
+    def recognise(spans: list[tuple[int, int]], *, last: bool = False) -> None:
         nonlocal skipped
         for a, b in spans:
             if a < base:  # cannot happen while EnergyVAD.keep_from holds; fail loudly if it does
                 raise RuntimeError(f"segment at sample {a} was already discarded (buffer starts at {base})")
-            y = buffer[a - base:b - base].copy()
-            try:
-                if running is None:
-                    p = recognizer.predict(y, sr)
-                else:
-                    x = recognizer.features(y, sr)
-                    running.add(x)
-                    p = recognizer.predict_features(x, speaker=running.stats() if running.n >= adapt_after else None)
-            except AudioError as exc:
-                skipped += 1
-                log.info("%s: segment %.2f-%.2f s skipped (%s)", path, a / sr, b / sr, exc)
-                continue
-            segments.append(Segment(a / sr, b / sr, p.label, float(p.confidence), dict(p.scores)))
+            pending.append((a, b, buffer[a - base:b - base].copy()))
+        if pending and (last or not batched or len(pending) >= batch_size):
+            skipped += _recognise_batch(pending, recognizer, sr, segments, running=running, adapt_after=adapt_after,
+                             batched=batched, jobs=jobs, source=path)
+            pending.clear()
 
     with tqdm(total=round(total, 1), disable=not progress, desc="timeline", unit="s",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
@@ -439,9 +450,48 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
                 buffer = buffer[keep - base:]
                 base = keep
             bar.update(min(block.size / sr, bar.total - bar.n))
-        recognise(vad._flush())
+        recognise(vad._flush(), last=True)
     log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
     return segments
+
+
+def _recognise_batch(batch: list[tuple[int, int, np.ndarray]], recognizer, sr: int, segments: list, *,
+                     running: RunningStats | None, adapt_after: int, batched: bool, jobs: int | None,
+                     source) -> int:
+    """Append a :class:`Segment` per ``(start, end, y)`` of ``batch`` to ``segments``; returns how many were refused."""
+    ys = [y for _, _, y in batch]
+    if running is None:
+        results = recognizer.predict_many(ys, sr, jobs=jobs) if batched else [
+            _attempt(recognizer.predict, y, sr) for y in ys]
+    else:
+        # The speaker statistics are causal: features may be computed together, but each segment is
+        # read with the statistics of the segments before it (and itself), in order.
+        features = recognizer.frontend.clips(ys, sr, jobs=jobs) if batched else [
+            _attempt(recognizer.features, y, sr) for y in ys]
+        results = []
+        for x in features:
+            if not isinstance(x, SERError):
+                running.add(x)
+                x = recognizer.predict_features(x, speaker=running.stats() if running.n >= adapt_after else None)
+            results.append(x)
+    skipped = 0
+    for (a, b, _), p in zip(batch, results):
+        if isinstance(p, AudioError):
+            log.info("%s: segment %.2f-%.2f s skipped (%s)", source, a / sr, b / sr, p)
+            skipped += 1
+        elif isinstance(p, SERError):
+            raise p
+        else:
+            segments.append(Segment(a / sr, b / sr, p.label, float(p.confidence), dict(p.scores)))
+    return skipped
+
+
+def _attempt(fn, y: np.ndarray, sr: int):
+    """``fn(y, sr)``, or the :class:`AudioError` it raised (a segment the model refuses is skipped)."""
+    try:
+        return fn(y, sr)
+    except AudioError as exc:
+        return exc
 
 
 # --- writers ------------------------------------------------------------------------------
