@@ -575,11 +575,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ser import export
     from ser.inference import Recognizer
 
-    _import_tensorflow_quietly(args.verbose)
-    recognizer = Recognizer.load(args.model, runtime="keras")
-    suffix = {"onnx": ".onnx", "tflite": ".tflite", "keras": ".keras"}[args.format]
+    suffix = {"onnx": ".onnx", "onnx-audio": "-audio.onnx", "tflite": ".tflite", "keras": ".keras"}[args.format]
     out = Path(args.out) if args.out else Path(f"{Path(args.model or 'model').name}{suffix}")
     _check_output_file(out, f"{args.format} export")
+    if args.format == "onnx-audio":
+        # The whole pipeline from the folder's model.onnx and encoder: no TensorFlow.
+        from ser.export_audio import export_onnx_audio
+
+        recognizer = Recognizer.load(args.model, runtime="onnx")
+        export_onnx_audio(recognizer, out)
+        print(f"{out}: onnx-audio export (16 kHz waveform -> scores) of {recognizer.path}")
+        return 0
+    _import_tensorflow_quietly(args.verbose)
+    recognizer = Recognizer.load(args.model, runtime="keras")
     getattr(export, f"export_{args.format}")(recognizer.model, out)
     print(f"{out}: {args.format} export of {recognizer.path}")
     return 0
@@ -763,7 +771,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_speakers_remove)
     p = sub.add_parser("export", parents=[common], help="export a model for other runtimes")
     p.add_argument("model", nargs="?", help="model folder (default: the bundled model)")
-    p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
+    p.add_argument("--format", required=True, choices=["onnx", "onnx-audio", "tflite", "keras"],
+                   help="onnx: the network (input: ser's features); onnx-audio: one graph from the 16 kHz "
+                        "waveform to the scores, for ONNX Runtime alone")
     p.add_argument("--out", help="file to write (default: <model name>.<format>)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("serve", parents=[common], help="HTTP service and web page (needs the serve extra)")
