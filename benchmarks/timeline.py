@@ -122,13 +122,16 @@ def main() -> int:
                 runs.append(measure(args.model, audio, batch, out))
                 outputs.append(json.loads(out.read_text()))
                 print(kind, json.dumps(runs[-1]), flush=True)
-            results[kind] = {"runs": runs}
-            if len(outputs) > 1:
-                results[kind]["batched_vs_single"] = compare(outputs[0], outputs[-1])
-    result = {**run_.header(), "model": name, "input_seconds": args.seconds,
-              "note": "CPUs shared with other jobs; load_before/load_after are os.getloadavg() (1, 5, 15 min)",
-              "inputs": results}
-    write_json(Path(args.results) / f"timeline_{name}.json", result)
+                results[kind] = {"runs": runs}
+                if len(outputs) > 1:
+                    results[kind]["batched_vs_single"] = compare(outputs[0], outputs[-1])
+                # Written after every run: a run of the default model on the hard inputs takes many
+                # minutes on a busy machine, and an interrupted benchmark keeps what it measured.
+                result = {**run_.header(), "model": name, "input_seconds": args.seconds,
+                          "note": "CPUs shared with other jobs; load_before/load_after are os.getloadavg() "
+                                  "(1, 5, 15 min)",
+                          "complete": kind == args.inputs[-1] and batch == args.batches[-1], "inputs": results}
+                write_json(Path(args.results) / f"timeline_{name}.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -80,11 +80,15 @@ def export_onnx_audio(recognizer, path: str | os.PathLike) -> Path:
     y = _condition(b, INPUT, config.audio)
     size = int(round(config.audio.duration * config.audio.sample_rate))
     nodes, inits = [], []
+    # Each domain at the highest version a part uses (an int8 encoder graph may add com.microsoft).
+    opsets = {"": OPSET}
     if config.features.kind == "whisper":
         y = b.op("Slice", [y, b.ints("zero_i", [0]), b.ints("size", [size]), b.axes0()], name="cut")
         b.op("Identity", [_whisper_log_mel(b, y)], name="mel")
         b.nodes[-1].output[0] = f"enc/{ENCODER_INPUT}"
         encoder = onnx.compose.add_prefix(_encoder_model(recognizer), "enc/")
+        for o in encoder.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
         nodes += encoder.graph.node
         inits += encoder.graph.initializer
         features = _stats_pool(b, f"enc/{ENCODER_OUTPUT}")
@@ -100,7 +104,14 @@ def export_onnx_audio(recognizer, path: str | os.PathLike) -> Path:
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["samples"])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [len(config.classes)])],
         [*b.inits, *inits, *head.graph.initializer])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ser",
+    for o in head.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version != OPSET:
+            # The front end is written in opset 17's forms (ReduceMean's axes as an attribute).
+            raise ModelError(f"{recognizer.path}: model.onnx is opset {o.version}; the onnx-audio export needs "
+                             f"opset {OPSET} (ser export --format onnx writes it)")
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              producer_name="ser",
                               producer_version=ser.__version__,
                               doc_string=f"ser model {config.name}: 16 kHz mono waveform -> emotion probabilities")
     model.ir_version = 8
