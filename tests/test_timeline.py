@@ -238,8 +238,21 @@ def test_settings_are_validated():
         v.feed(np.zeros(10, dtype=np.float32))
 
 
-def test_twenty_minutes_in_bounded_memory(tmp_path):
-    """20 min of 16 kHz audio (77 MB as float32) streams through VAD + recognizer in a few MB."""
+class BatchingFakeRecognizer(FakeRecognizer):
+    """A FakeRecognizer with ``predict_many``, as the timeline's batched path calls it; records batch sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[int] = []
+
+    def predict_many(self, ys, sr, *, jobs=None):
+        self.batches.append(len(ys))
+        return [self.predict(y, sr) for y in ys]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_twenty_minutes_in_bounded_memory(tmp_path, batched):
+    """20 min of 16 kHz audio (77 MB as float32) streams through VAD + recognizer in a few MB, batched or not."""
     sr, minutes = 16000, 20
     # One 10 s pattern (two utterances over low noise) repeated: cheap to write, easy to count.
     pattern = scene([(1.0, 3.5), (5.0, 8.2)], seconds=10.0, sr=sr, noise=0.003)
@@ -247,12 +260,12 @@ def test_twenty_minutes_in_bounded_memory(tmp_path):
     with sf.SoundFile(path, mode="w", samplerate=sr, channels=1, subtype="PCM_16") as fh:
         for _ in range(minutes * 6):
             fh.write(pattern)
-    rec = FakeRecognizer()
+    rec = BatchingFakeRecognizer() if batched else FakeRecognizer()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         t0 = time.perf_counter()
-        segments = timeline(path, rec)
+        segments = timeline(path, rec, batch_size=16)
         wall = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -262,6 +275,9 @@ def test_twenty_minutes_in_bounded_memory(tmp_path):
     # Loading the file whole would take 77 MB as float32 (154 MB as float64).
     assert peak < 50e6, f"peak traced memory {peak / 1e6:.1f} MB"
     assert wall < 20, f"{wall:.1f} s for {minutes} min of audio"
+    if batched:
+        # Batches of 16 ended segments (one 30 s block ends at most 6 here), never the whole file's 240.
+        assert sum(rec.batches) == len(segments) and 16 <= max(rec.batches) < 16 + 6
 
 
 def test_readme_timeline_example_with_the_bundled_model():
