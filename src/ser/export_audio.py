@@ -12,10 +12,10 @@ decoding, as ONNX operators, so ONNX Runtime alone turns a waveform into scores:
    MFCC / log-mel matrix and its per-clip normalisation;
 4. the network of ``model.onnx`` (an ensemble averages its members' probabilities, as ``ser`` does).
 
-The STFT is a framing ``Gather`` and two matrix products with the DFT's cosine and sine tables, in
-float64 like :func:`ser.encoders.whisper_log_mel` (ONNX's ``STFT`` operator would also do, but its
-float32 rounding is not numpy's, and ONNX Runtime has no float64 kernel for it). Everything after the
-spectrogram is float32, as in ``ser``. Input ``waveform``: float32 ``(n_samples,)``, mono, 16 kHz
+The STFT is a framing ``Gather`` and two matrix products with the DFT's cosine and sine tables
+(window folded in), in float64 as :func:`ser.encoders.whisper_log_mel` computes it, with operators
+every ONNX runtime has (ONNX's own ``STFT`` operator would do too; these keep the arithmetic and
+its rounding under our control). Everything after the spectrogram is float32, as in ``ser``. Input ``waveform``: float32 ``(n_samples,)``, mono, 16 kHz
 (the model's rate). Output ``scores``: float32 ``(n_classes,)``, probabilities in the order of the
 metadata's ``labels``.
 
@@ -84,8 +84,7 @@ def export_onnx_audio(recognizer, path: str | os.PathLike) -> Path:
     opsets = {"": OPSET}
     if config.features.kind == "whisper":
         y = b.op("Slice", [y, b.ints("zero_i", [0]), b.ints("size", [size]), b.axes0()], name="cut")
-        b.op("Identity", [_whisper_log_mel(b, y)], name="mel")
-        b.nodes[-1].output[0] = f"enc/{ENCODER_INPUT}"
+        b.nodes.append(helper.make_node("Identity", [_whisper_log_mel(b, y)], [f"enc/{ENCODER_INPUT}"], name="mel"))
         encoder = onnx.compose.add_prefix(_encoder_model(recognizer), "enc/")
         for o in encoder.opset_import:
             opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
@@ -94,8 +93,7 @@ def export_onnx_audio(recognizer, path: str | os.PathLike) -> Path:
         features = _stats_pool(b, f"enc/{ENCODER_OUTPUT}")
     else:
         features = _spectral(b, _fix_length(b, y, size), config)
-    b.op("Identity", [features], name="features")
-    b.nodes[-1].output[0] = f"head/{head.graph.input[0].name}"
+    b.nodes.append(helper.make_node("Identity", [features], [f"head/{head.graph.input[0].name}"], name="features"))
     probs = f"head/{head.graph.output[0].name}"
     squeeze = helper.make_node("Squeeze", [probs, b.axes0()], [OUTPUT], name=OUTPUT)
     head = onnx.compose.add_prefix(head, "head/")
