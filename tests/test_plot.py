@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone
+
 from ser import plot
 from ser.dataset import Clip
 from ser.display import Audio, Predictions, Report, prediction_html, predictions_html, report_html

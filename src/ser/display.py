@@ -134,7 +134,8 @@ def _per_class_table(per_class: Mapping, classes: Sequence[str]) -> str:
         pc = per_class[c]
         f1 = pc["f1"]
         rows.append(f'<tr><td style="{_CELL}">{_e(c)}</td>'
-                    + "".join(f'<td style="{_CELL}text-align:right">{_fmt(pc[k])}</td>' for k in ("precision", "recall"))
+                    + "".join(f'<td style="{_CELL}text-align:right">{_fmt(pc[k])}</td>'
+                              for k in ("precision", "recall"))
                     + f'<td style="{_CELL}text-align:right;background:{_rgba("#2ca02c", 0.6 * f1)}">{_fmt(f1)}</td>'
                     f'<td style="{_CELL}text-align:right">{pc["support"]}</td></tr>')
     return f"<table {_TABLE}>{head}{''.join(rows)}</table>"
@@ -169,8 +170,9 @@ def _cv_html(report: Mapping) -> str:
              f"{report.get('clips', pooled['n'])} clips" + (f" · {wall:.0f} s" if isinstance(wall, (int, float))
                                                             else "")
              + f"<br>pooled: {_metrics_line(pooled)}</p>")
-    head = "<tr>" + "".join(f'<th style="{_CELL}text-align:{"left" if i < 2 else "right"}">{t}</th>' for i, t in
-                            enumerate(("fold", "test speakers", "n", "accuracy", "UAR", "macro-F1", "epochs"))) + "</tr>"
+    names = ("fold", "test speakers", "n", "accuracy", "UAR", "macro-F1", "epochs")
+    head = "<tr>" + "".join(f'<th style="{_CELL}text-align:{"left" if i < 2 else "right"}">{t}</th>'
+                            for i, t in enumerate(names)) + "</tr>"
     rows = []
     for f in s["folds"]:
         speakers = ", ".join(map(str, f.get("test_speakers") or [])) or "mixed"

@@ -251,8 +251,9 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
     Returns
     -------
     Report
-        A dict (shown as tables in Jupyter): ``shared_labels``, ``left_out`` (``{"model_only": [...], "data_only": {label: n}}``),
-        ``failed`` files, and the metrics of :func:`metrics` over the shared labels.
+        A dict (shown as tables in Jupyter): ``shared_labels``, ``left_out``
+        (``{"model_only": [...], "data_only": {label: n}}``), ``failed`` files, and the
+        metrics of :func:`metrics` over the shared labels.
     """
     from collections import Counter
 

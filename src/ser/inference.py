@@ -524,7 +524,7 @@ class Recognizer:
         from ser.display import Predictions
 
         return Predictions(self.iter_predict_files(paths, batch_size=batch_size, progress=progress, errors=errors,
-                                            jobs=jobs, speaker=speaker, groups=groups))
+                                                   jobs=jobs, speaker=speaker, groups=groups))
 
     def iter_predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32,
                            progress: bool = False, errors: str = "raise", jobs: int | None = None, speaker=None,

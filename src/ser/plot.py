@@ -156,7 +156,7 @@ _MAX_ROWS = 12
 
 
 def _clock(t: float) -> str:
-    t = int(round(t))
+    t = round(t)
     h, rest = divmod(t, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -330,7 +330,7 @@ def clip(y: np.ndarray | Mapping[str, np.ndarray], sr: int, *, n_mfcc: int = 40,
         axes[2, j].set_xlabel("time (s)")
     axes[0, 0].set_ylabel("amplitude")
     axes[1, 0].set_ylabel(f"log-mel band\n({n_mels}, dB)")
-    axes[2, 0].set_ylabel(f"MFCC\n(per coefficient)")
+    axes[2, 0].set_ylabel("MFCC\n(per coefficient)")
     if image is not None:
         fig.colorbar(image, ax=axes[1, :].tolist(), label="dB", fraction=0.04)
     if title:

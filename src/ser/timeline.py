@@ -486,8 +486,9 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
     Returns
     -------
     Timeline
-        A list of :class:`Segment` in time order (with the recording's duration and source). Segments the recognizer refuses with :class:`AudioError` (e.g. silent)
-        are left out and logged.
+        A list of :class:`Segment` in time order, with the recording's duration and source.
+        Segments the recognizer refuses with :class:`AudioError` (e.g. silent) are left out
+        and logged.
 
     Raises
     ------
