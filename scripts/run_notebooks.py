@@ -82,7 +82,11 @@ def execute(path: Path, *, quick: bool, timeout: int = 1800, work: str | None = 
     if not work:
         os.environ.pop("SER_NOTEBOOK_WORK", None)
     try:
+        # capture_fd_output=False: what libraries write straight to the process's file descriptors
+        # (TensorFlow's C++ start-up banner, which no setting silences) goes to this script's
+        # terminal, as it would from a script, not into whichever cell happens to be running.
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                                extra_arguments=["--IPKernelApp.capture_fd_output=False"],
                                 resources={"metadata": {"path": str(path.parent)}})
         start = time.perf_counter()
         client.execute()
