@@ -106,7 +106,8 @@ def main() -> int:
     args = recipe_parser(__doc__, preset="accurate").parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from ser.cache import FeatureCache, compute_features, default_cache_dir
+    from ser.cache import FeatureCache, default_cache_dir
+    from ser.frontend import compute_features
     from ser.dataset import load_dataset
     from ser.labels import encode
     from ser.training import enrol_mask, prepare_features, si6_folds, speakers_of

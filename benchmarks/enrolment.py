@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     from ser.inference import Recognizer
+    from ser.speakers import enrol
     from ser.utils import atomic_write_text
 
     start = time.perf_counter()
@@ -48,7 +49,7 @@ def main() -> int:
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            profile = rec.enrol("actor01", clips, folder=tmp)
+            profile = enrol(rec, "actor01", clips, folder=tmp)
             times.append(time.perf_counter() - t)
         size = (Path(tmp) / "actor01.npz").stat().st_size
         argv = [str(ROOT / ".venv" / "bin" / "ser"), "speakers", "enrol", "cli01", *map(str, clips), "-q",

@@ -36,7 +36,8 @@ def main() -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     from ser.augment import CONDITIONS
-    from ser.cache import FeatureCache, compute_features, default_cache_dir
+    from ser.cache import FeatureCache, default_cache_dir
+    from ser.frontend import compute_features
     from ser.dataset import load_dataset
     from ser.labels import encode
     from ser.training import fit, predict_proba, prepare_features, si6_folds, speakers_of

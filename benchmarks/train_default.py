@@ -45,7 +45,7 @@ def main() -> int:
     from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final
+    from ser.training import describe_device, fit_final, train_recognizer
 
     name = args.name or args.preset
     evaluation = {}
@@ -63,14 +63,14 @@ def main() -> int:
             evaluation[protocol] = {k: result[k] for k in ("accuracy", "uar", "macro_f1")} | {
                 "source": f"benchmarks/results/{path.name}"}
     if args.card_only:
-        from ser.inference import model_card, write_checksums
+        from ser.modelfolder import model_card, write_checksums
         from ser.utils import atomic_write_text
 
         out = Path(args.out)
         rec = Recognizer.load(out)
-        rec.metadata["evaluation"] = evaluation
-        atomic_write_text(out / "metrics.json", json.dumps(rec.metadata, indent=2) + "\n")
-        atomic_write_text(out / "README.md", model_card(rec.config, rec.metadata))
+        metadata = rec.metadata | {"evaluation": evaluation}
+        atomic_write_text(out / "metrics.json", json.dumps(metadata, indent=2) + "\n")
+        atomic_write_text(out / "README.md", model_card(rec.config, metadata))
         write_checksums(out)
         print(f"{out}: card refreshed")
         return 0
@@ -81,19 +81,14 @@ def main() -> int:
     if args.add_adapted_head:
         rec = Recognizer.load(args.out)
         config = rec.config.override({"speakers.adapted_head": True})
-        rec.adapted, _, rec.speaker_norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()),
-                                                     adapted=True)
-        rec.config = config
-        rec.metadata["evaluation"] = evaluation
-        rec.metadata["training"]["adapted_head"] = (f"{time.perf_counter() - start:.0f} s; python "
-                                                    "benchmarks/train_default.py " + shlex.join(sys.argv[1:]))
-        out = rec.save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
+        adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
+        metadata = rec.metadata | {"evaluation": evaluation}
+        metadata["training"] = metadata["training"] | {"adapted_head": (
+            f"{time.perf_counter() - start:.0f} s; python benchmarks/train_default.py " + shlex.join(sys.argv[1:]))}
+        out = rec.replace(config=config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
         print(f"{out}: adapted head added in {time.perf_counter() - start:.0f} s")
         return 0
-    model, history = fit_final(clips, config, cache=FeatureCache(default_cache_dir()))
-    adapted = norm = None
-    if config.speakers.adapted_head:
-        adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
+    rec, history = train_recognizer(clips, config, cache=FeatureCache(default_cache_dir()))
     train_s = time.perf_counter() - start
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),
@@ -104,8 +99,7 @@ def main() -> int:
             "int8, rounded per output channel" if config.features.encoder_precision == "int8"
             else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
     }
-    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history, force=True)
+    out = rec.replace(metadata=metadata).save(args.out, history=history, force=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
     return 0

@@ -92,3 +92,18 @@ def tampered(tmp_path):
         return copy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(corpus, cache_dir, tmp_path_factory) -> Path:
+    """A model folder as `ser train` writes it (Keras and ONNX networks): the tiny preset, 8 epochs."""
+    from ser.cache import FeatureCache
+    from ser.config import preset
+    from ser.dataset import load_dataset
+    from ser.training import train_recognizer
+
+    clips = load_dataset(corpus)
+    config = preset("tiny").override({"train.epochs": 8})
+    rec, history = train_recognizer(clips, config, cache=FeatureCache(cache_dir), jobs=1,
+                                    metadata={"training": {"clips": len(clips)}})
+    return rec.save(tmp_path_factory.mktemp("models") / "tiny", history=history)

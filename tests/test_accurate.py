@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser.cache import FeatureCache, featurize, load_clip, settings_digest
+from ser.cache import FeatureCache, settings_digest
+from ser.frontend import featurize, load_clip
 from ser.config import preset
 from ser.dataset import load_dataset
 from ser.errors import ConfigError
@@ -101,7 +102,7 @@ def test_int8_export_is_bit_exact_and_close_to_float32(tmp_path):
 
 def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monkeypatch, tampered):
     """A folder trained with the int8 encoder predicts without the shared weights; tampering is refused."""
-    from ser import cache as cache_mod
+    from ser import frontend as frontend_mod
     from ser.errors import ModelError
 
     clips = load_dataset(corpus)
@@ -113,13 +114,13 @@ def test_int8_model_folder_carries_its_encoder(corpus, cache_dir, tmp_path, monk
     expected = Recognizer.load(folder).predict_file(wav).scores
     # No shared weights at all now: the folder must be self-sufficient.
     monkeypatch.setenv("SER_WHISPER_DIR", str(tmp_path / "nowhere"))
-    cache_mod._load_whisper_encoder.cache_clear()
+    frontend_mod._load_whisper_encoder.cache_clear()
     try:
         assert Recognizer.load(folder).predict_file(wav).scores == expected
         with pytest.raises(ModelError, match="encoder.npz: checksum mismatch"):
             Recognizer.load(tampered(folder, "encoder.npz", offset=1000))
     finally:
-        cache_mod._load_whisper_encoder.cache_clear()
+        frontend_mod._load_whisper_encoder.cache_clear()
 
 
 def test_float_export_is_lossless(tmp_path):

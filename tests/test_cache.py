@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ser.cache
-from ser.cache import FeatureCache, compute_features, default_cache_dir, settings_digest
+import ser.frontend
+from ser.cache import FeatureCache, default_cache_dir, settings_digest
+from ser.frontend import compute_features
 from ser.config import preset
 from ser.errors import AudioError
 from ser.features import feature_shape
@@ -42,7 +43,7 @@ def test_second_call_hits_the_cache(corpus, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("extract() called on a cache hit")
 
-    monkeypatch.setattr(ser.cache, "extract", boom)
+    monkeypatch.setattr(ser.frontend, "extract", boom)
     second, _ = compute_features(paths, CFG, cache=cache, jobs=1)
     np.testing.assert_array_equal(first, second)
     assert len(entries(cache.root)) == 4
@@ -54,7 +55,7 @@ def test_cache_is_keyed_by_content(corpus, tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
     first, _ = compute_features([src], CFG, cache=cache, jobs=1)
     copy = shutil.copy(src, tmp_path / "renamed.wav")
-    monkeypatch.setattr(ser.cache, "extract", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(ser.frontend, "extract", lambda *a, **k: pytest.fail("recomputed"))
     again, _ = compute_features([copy], CFG, cache=cache, jobs=1)
     np.testing.assert_array_equal(first, again)
 
@@ -77,8 +78,8 @@ def test_corrupt_entry_is_recomputed_with_a_warning(corpus, tmp_path, caplog, ga
     cache = FeatureCache(tmp_path / "cache")
     first, _ = compute_features(paths, CFG, cache=cache, jobs=1)
     victim = entries(cache.root)[0]
-    if garbage == "nan-array":
-        np.save(victim, np.full(SHAPE, np.nan, np.float32))
+    if garbage == "nan-array":  # stored with a valid digest: caught by the content check
+        cache.put(victim.stem, np.full(SHAPE, np.nan, np.float32))
     else:
         victim.write_bytes(garbage)
     with caplog.at_level(logging.WARNING, logger="ser.cache"):
@@ -86,6 +87,43 @@ def test_corrupt_entry_is_recomputed_with_a_warning(corpus, tmp_path, caplog, ga
     np.testing.assert_array_equal(first, second)
     assert "corrupt cache entry" in caplog.text and victim.name in caplog.text
     np.testing.assert_array_equal(np.load(victim), first[_keys(paths).index(victim.stem)])  # rewritten
+
+
+def test_flipped_byte_is_detected_once_and_recomputed(corpus, tmp_path, caplog):
+    """One flipped bit inside the stored numbers (still a finite float) is caught by the digest, not used."""
+    paths = files(corpus, 2)
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = compute_features(paths, CFG, cache=cache, jobs=1)
+    victim = entries(cache.root)[0]
+    data = bytearray(victim.read_bytes())
+    data[200] ^= 0x01  # inside the array data (the .npy header is 128 bytes): a low mantissa bit
+    victim.write_bytes(bytes(data))
+    damaged = np.load(victim)
+    assert np.all(np.isfinite(damaged)) and not np.array_equal(damaged, first[_keys(paths).index(victim.stem)])
+    with caplog.at_level(logging.WARNING, logger="ser.cache"):
+        assert cache.get(victim.stem) is None
+        assert not victim.exists()
+        assert cache.get(victim.stem) is None  # gone: a miss, no second warning
+        second, _ = compute_features(paths, CFG, cache=cache, jobs=1)
+    assert caplog.text.count("corrupt cache entry (digest mismatch)") == 1 and victim.name in caplog.text
+    np.testing.assert_array_equal(first, second)
+    assert cache.get(victim.stem) is not None
+
+
+def test_entry_without_digest_is_a_quiet_miss(corpus, tmp_path, caplog):
+    """An entry of an older version (a plain .npy) is recomputed and rewritten with its digest, without a warning."""
+    paths = files(corpus, 1)
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = compute_features(paths, CFG, cache=cache, jobs=1)
+    victim = entries(cache.root)[0]
+    np.save(victim, first[0])
+    with caplog.at_level(logging.WARNING, logger="ser.cache"):
+        assert cache.get(victim.stem) is None
+        again, _ = compute_features(paths, CFG, cache=cache, jobs=1)
+    assert caplog.text == ""
+    np.testing.assert_array_equal(first, again)
+    assert victim.read_bytes()[-32 - len(FeatureCache.TRAILER):-32] == FeatureCache.TRAILER  # rewritten
+    np.testing.assert_array_equal(cache.get(victim.stem), first[0])
 
 
 def _keys(paths: list[Path]) -> list[str]:
@@ -167,7 +205,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", ["fast", "tiny", "seed_cnn"])
 def test_featurize_many_equals_one_by_one(name):
     """Spectral features of a batch (prediction's fast path) equal those of each clip alone."""
-    from ser.cache import featurize, featurize_many
+    from ser.frontend import featurize, featurize_many
 
     config = preset(name)
     rng = np.random.default_rng(0)

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ser.inference as inference
+import ser.modelfolder as modelfolder
 from ser.cli import main
 from ser.errors import SERError
 
@@ -63,7 +64,7 @@ def scratch(tmp_path_factory):
 def test_random_arguments_end_in_an_exit_code(scratch, monkeypatch, command, rest):
     argv = [*command, *rest]
     # Prediction is what is tested here, not the default model's 0.3 s load per example.
-    monkeypatch.setattr(inference, "DEFAULT_MODEL", inference.PRETRAINED_DIR / "fast")
+    monkeypatch.setattr(modelfolder, "DEFAULT_MODEL", modelfolder.PRETRAINED_DIR / "fast")
     monkeypatch.setattr(inference.Recognizer, "load", _cached_load)
     monkeypatch.chdir(scratch)
     monkeypatch.setenv("SER_SPEAKERS_DIR", str(scratch / "speakers"))
@@ -100,7 +101,7 @@ _REAL_LOAD = inference.Recognizer.load
 
 
 def _cached_load(path=None, *, runtime="auto"):
-    return _load(inference.resolve_model(path), runtime)
+    return _load(modelfolder.resolve_model(path), runtime)
 
 
 def _refuse_nan(token: str):

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tone
 from ser.augment import CONDITIONS, add_noise, apply_condition, codec, gain, pad_silence, reverberate, telephone
-from ser.cache import compute_features
+from ser.frontend import compute_features
 from ser.config import preset
 
 SR = 16000
@@ -91,7 +91,7 @@ def test_channel_simulation_is_off_by_default_and_applied_when_asked(y):
 
 def test_trimming_and_level_normalisation(y):
     """trim_db removes added silence; peak_normalize makes +-20 dB copies identical."""
-    from ser.cache import condition_audio
+    from ser.frontend import condition_audio
     from ser.config import AudioConfig
 
     audio = AudioConfig(trim_db=40.0, peak_normalize=True)

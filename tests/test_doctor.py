@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import ser
-from ser import doctor, inference
+from ser import doctor, modelfolder
 from ser.cli import main
 
-PRETRAINED = Path(inference.__file__).resolve().parent / "pretrained"
+PRETRAINED = Path(modelfolder.__file__).resolve().parent / "pretrained"
 SRC = Path(ser.__file__).resolve().parents[1]
 
 
@@ -61,7 +61,7 @@ def test_json_keys_and_versions(capsys, isolated):
 
     assert report["libsndfile"] == soundfile.__libsndfile_version__
     assert report["onnxruntime_providers"] == onnxruntime.get_available_providers()
-    assert set(report["models"]) == set(inference.bundled_models()) >= {"default", "fast"}
+    assert set(report["models"]) == set(modelfolder.bundled_models()) >= {"default", "fast"}
     for name, model in report["models"].items():
         folder = PRETRAINED / name
         assert model["ok"] and model["checksums"] == "ok"
@@ -121,7 +121,7 @@ def test_tampered_model_fails(capsys, monkeypatch, isolated, tampered):
     pretrained = isolated / "pretrained"
     pretrained.mkdir()
     tampered(PRETRAINED / "fast", "model.onnx").rename(pretrained / "fast")
-    monkeypatch.setattr(inference, "PRETRAINED_DIR", pretrained)
+    monkeypatch.setattr(modelfolder, "PRETRAINED_DIR", pretrained)
     code, out, err = run(capsys, "doctor", "--json")
     assert code == 1
     report = json.loads(out)

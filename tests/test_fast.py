@@ -17,7 +17,9 @@ from ser.cli import main
 from ser.config import preset
 from ser.errors import AudioError, ModelError
 from ser.features import feature_shape, logmel, mfcc
-from ser.inference import POOL_MIN_FILES, PRETRAINED_DIR, Recognizer, bundled_models, resolve_model
+from ser.frontend import POOL_MIN_ITEMS as POOL_MIN_FILES
+from ser.inference import Recognizer
+from ser.modelfolder import PRETRAINED_DIR, bundled_models, resolve_model
 from ser.labels import EMOTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +102,11 @@ def test_unknown_model_name_lists_the_bundled_ones():
         Recognizer.load(os.path.join("no", "such", "folder"))
 
 
-def test_fast_onnx_and_keras_agree_on_a_real_clip():
-    """The bundled fast model gives the same probabilities on ONNX Runtime and Keras (1e-4)."""
+def test_onnx_and_keras_agree_on_a_real_clip(trained):
+    """A trained folder gives the same probabilities on ONNX Runtime and Keras (1e-4)."""
     clip = EXAMPLES[2]
-    onnx = Recognizer.load("fast", runtime="onnx").predict_file(clip)
-    keras = Recognizer.load("fast", runtime="keras").predict_file(clip)
+    onnx = Recognizer.load(trained, runtime="onnx").predict_file(clip)
+    keras = Recognizer.load(trained, runtime="keras").predict_file(clip)
     np.testing.assert_allclose(list(onnx.scores.values()), list(keras.scores.values()), atol=1e-4)
     assert onnx.label == keras.label and sum(onnx.scores.values()) == pytest.approx(1.0, abs=1e-4)
     assert onnx.duration == pytest.approx(sf.info(clip).duration)

@@ -10,23 +10,9 @@ import pytest
 import soundfile as sf
 
 from conftest import tone
-from ser.cache import FeatureCache
-from ser.config import preset
-from ser.dataset import load_dataset
 from ser.errors import AudioError, ModelError
 from ser.inference import DEFAULT_MODEL, Prediction, Recognizer
 from ser.labels import EMOTIONS
-from ser.training import fit_final
-
-
-@pytest.fixture(scope="module")
-def trained(corpus, cache_dir, tmp_path_factory):
-    clips = load_dataset(corpus)
-    config = preset("tiny").override({"train.epochs": 8})
-    model, history = fit_final(clips, config, cache=FeatureCache(cache_dir), jobs=1)
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    Recognizer(model, config, metadata={"training": {"clips": len(clips)}}).save(folder, history=history)
-    return folder
 
 
 def test_save_load_gives_identical_probabilities(trained, corpus):

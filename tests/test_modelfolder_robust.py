@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from ser.config import Config
 from ser.errors import ModelError, SERError
-from ser.inference import (CHECKSUMS, PRETRAINED_DIR, Recognizer, _read_config, _read_labels, _read_metrics,
-                           verify_checksums, write_checksums)
+from ser.inference import Recognizer
+from ser.modelfolder import (CHECKSUMS, PRETRAINED_DIR, _read_config, _read_labels, _read_metrics, verify_checksums,
+                             write_checksums)
 
 FAST = PRETRAINED_DIR / "fast"
 DEFAULT = PRETRAINED_DIR / "default"
@@ -28,9 +29,9 @@ JUNK = bytes(range(256))[::-1] * 4
 
 
 @pytest.fixture()
-def fast(tmp_path) -> Path:
-    """A private copy of the bundled fast model (about 1 MB)."""
-    return Path(shutil.copytree(FAST, tmp_path / "fast"))
+def fast(tmp_path, trained) -> Path:
+    """A private copy of a small trained model folder (Keras and ONNX networks, like `ser train` writes)."""
+    return Path(shutil.copytree(trained, tmp_path / "fast"))
 
 
 @pytest.fixture()
@@ -188,13 +189,15 @@ def test_speaker_statistics_without_a_head_are_refused(adapted):
 @pytest.mark.parametrize("runtime", ["auto", "keras"])
 def test_network_must_fit_the_config(fast, runtime):
     """A config.json whose features or classes do not fit the network is refused (checksums redone)."""
-    config = json.loads((FAST / "config.json").read_text())
+    config = json.loads((fast / "config.json").read_text())
     network = "model.onnx" if runtime == "auto" else "model.keras"
-    config["features"]["n_mfcc"] = 30
+    key = "n_mels" if config["features"]["kind"] == "logmel" else "n_mfcc"
+    n_mfcc = config["features"][key]
+    config["features"][key] = n_mfcc - 2
     replace(fast, "config.json", json.dumps(config).encode())
-    refused(fast, rf"{network}: takes features of shape \(32, 151\), but config.json gives \(30, 151\)",
-            runtime=runtime)
-    config["features"]["n_mfcc"] = 32
+    refused(fast, rf"{network}: takes features of shape \({n_mfcc}, (\d+)\), but config.json gives "
+                  rf"\({n_mfcc - 2}, \1\)", runtime=runtime)
+    config["features"][key] = n_mfcc
     config["classes"] = config["classes"][:-1]
     replace(fast, "config.json", json.dumps(config).encode())
     replace(fast, "labels.json", json.dumps(config["classes"]).encode())
@@ -334,7 +337,7 @@ def test_any_sums_file_verifies_or_is_refused(fast, data):
     listed = outcome(verify_checksums, fast)
     event(type(listed).__name__)
     if not isinstance(listed, ModelError):
-        assert listed and {"model.keras", "config.json", "labels.json"} <= set(listed)
+        assert {"config.json", "labels.json"} <= set(listed) and {"model.keras", "model.onnx"} & set(listed)
         assert all((fast / name).is_file() and (fast / name).parent == fast for name in listed)
 
 

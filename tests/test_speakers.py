@@ -18,6 +18,7 @@ from ser.speakers import (
     SpeakerProfile,
     SpeakerStats,
     check_name,
+    enrol,
     list_profiles,
     normalize_by_group,
     remove_profile,
@@ -393,11 +394,11 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
         assert name in sums
     rec = Recognizer.load(adapted_model)
     files = sorted((corpus / "Actor_01").glob("*.wav"))
-    profile = rec.enrol("actor1", files[:4], folder=tmp_path)
+    profile = enrol(rec, "actor1", files[:4], folder=tmp_path)
     assert (tmp_path / "actor1.npz").exists() and profile.stats.n == 4
     import soundfile as sf
 
-    in_memory = rec.enrol("mem", [sf.read(f, dtype="float32") for f in files[:4]], save=False)
+    in_memory = enrol(rec, "mem", [sf.read(f, dtype="float32") for f in files[:4]], save=False)
     np.testing.assert_allclose(in_memory.stats.mean, profile.stats.mean, atol=1e-5)
     assert not (tmp_path / "mem.npz").exists()
     plain = rec.predict_file(files[5])
@@ -406,7 +407,7 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("SER_SPEAKERS_DIR", str(tmp_path))  # a name is looked up in the default folder
     assert rec.predict_file(files[5], speaker="actor1").scores == with_profile.scores
     # The adapted head sees the clip standardised by the (shrunk, corrected) profile statistics.
-    x = rec._load(files[5])[0][None]
+    x = rec.frontend.file(files[5])[0][None]
     z = rec.speaker_norm.normalize(x, rec.profile("actor1", folder=tmp_path).stats, "enrol")
     expected = rec.adapted(z[..., None].astype(np.float32))[0]
     np.testing.assert_allclose(list(with_profile.scores.values()), expected, atol=1e-6)
@@ -419,7 +420,7 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
     groups = ["a"] * len(files) + ["b"] * (len(paths) - len(files))
     results = rec.predict_files(paths, groups=groups, batch_size=5)
     assert [r.source for r in results] == [str(p) for p in paths]
-    xa = np.stack([rec._load(p)[0] for p in files])
+    xa = np.stack([rec.frontend.file(p)[0] for p in files])
     za = rec.speaker_norm.normalize(xa, SpeakerStats.of(xa), "adapt")
     np.testing.assert_allclose(list(results[0].scores.values()), rec.adapted(za[:1, ..., None])[0], atol=1e-6)
     with pytest.raises(ValueError, match="speaker or groups"):
@@ -449,7 +450,7 @@ def test_models_without_adapted_head_refuse_speakers(corpus, cache_dir, tmp_path
     rec = Recognizer.load("fast")  # a spectral model: no adapted head
     assert rec.speaker_norm is None
     with pytest.raises(ModelError, match="no speaker-adapted head"):
-        rec.enrol("x", sorted(corpus.rglob("*.wav"))[:2], folder=tmp_path)
+        enrol(rec, "x", sorted(corpus.rglob("*.wav"))[:2], folder=tmp_path)
     with pytest.raises(ModelError, match="no speaker-adapted head"):
         rec.predict_files(sorted(corpus.rglob("*.wav"))[:2], groups=["a", "b"])
 
@@ -463,7 +464,7 @@ def test_bundled_model_has_an_adapted_head(ravdess, tmp_path):
     assert rec.speaker_norm is not None and rec.speaker_norm.prior.mean.shape == (7, 1024)
     actor = ravdess / "Actor_03"
     calm = sorted(actor.glob("03-01-0[12]-*.flac"))[:5]
-    profile = rec.enrol("actor03", calm, folder=tmp_path)
+    profile = enrol(rec, "actor03", calm, folder=tmp_path)
     assert (tmp_path / "actor03.npz").stat().st_size <= 64 * 1024
     clip = actor / "03-01-05-02-01-01-03.flac"
     p = rec.predict_file(clip, speaker=profile)

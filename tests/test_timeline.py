@@ -219,7 +219,7 @@ def test_bad_files_raise_audio_error(tmp_path):
     (tmp_path / "text.wav").write_text("not audio at all\n" * 20)
     for name, reason in (("missing.wav", "not found"), ("empty.wav", "empty"), ("text.wav", "not a readable")):
         with pytest.raises(AudioError, match=reason) as info:
-            stream_audio(tmp_path / name)
+            stream_audio(tmp_path / name, sr=16000)
         assert name in str(info.value) and "\n" not in str(info.value)
         with pytest.raises(AudioError, match=name):
             timeline(tmp_path / name, FakeRecognizer())

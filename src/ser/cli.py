@@ -149,26 +149,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from ser.dataset import load_datasets
-    from ser.inference import Recognizer, check_output_folder
-    from ser.training import describe_device, fit_final
+    from ser.modelfolder import check_output_folder
+    from ser.training import describe_device, train_recognizer
 
     check_output_folder(args.out, force=args.force)  # before hours of training, not after
     config = _config(args)
     clips = load_datasets(args.data)
     print(f"device: {describe_device()}", file=sys.stderr)
     start = time.perf_counter()
-    model, history = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, progress=not args.quiet)
-    adapted = norm = None
-    if config.speakers.adapted_head:
-        adapted, _, norm = fit_final(clips, config, cache=_cache(args), jobs=args.jobs, adapted=True,
-                                     progress=not args.quiet)
+    recognizer, history = train_recognizer(clips, config, cache=_cache(args), jobs=args.jobs,
+                                           progress=not args.quiet)
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
                              "train_s": round(time.perf_counter() - start, 1)}}
     if args.data_license:
         metadata["data_license"] = args.data_license
-    out = Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
-        args.out, history=history, force=args.force)
+    out = recognizer.replace(metadata=metadata).save(args.out, history=history, force=args.force)
     print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
     return 0
 
@@ -463,7 +459,8 @@ def _finished_sources(path: Path, fmt: str) -> set[str]:
 
 
 def _load_recognizer(args: argparse.Namespace):
-    from ser.inference import ONNX_FILE, Recognizer, resolve_model
+    from ser.inference import Recognizer
+    from ser.modelfolder import ONNX_FILE, resolve_model
 
     folder = resolve_model(args.model)
     if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
@@ -501,13 +498,13 @@ def _timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_speakers_enrol(args: argparse.Namespace) -> int:
-    from ser.speakers import profile_path
+    from ser.speakers import enrol, profile_path
 
     paths, _ = _expand_inputs(args.inputs)
     if not paths:
         raise SERError(f"{', '.join(args.inputs)}: no audio files found")
     recognizer = _load_recognizer(args)
-    profile = recognizer.enrol(args.name, paths, folder=args.speakers_dir)
+    profile = enrol(recognizer, args.name, paths, folder=args.speakers_dir)
     print(f"{profile_path(profile.name, args.speakers_dir)}: speaker {profile.name!r} enrolled from "
           f"{profile.stats.n} clips")
     return 0
@@ -756,9 +753,21 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None or args.verbose:
+            raise
+        print(f'error: {exc.name.split(".")[0]} is not installed; `ser {args.command}` needs '
+              f'pip install "speech-emotion-recognition[{extra}]"', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+#: Optional dependencies → the extra that installs them (pyproject.toml).
+_EXTRAS = {"tensorflow": "train", "keras": "train", "onnx": "train", "sklearn": "train", "audiomentations": "train",
+           "matplotlib": "plot"}
 
 
 def _silence_stdout() -> None:

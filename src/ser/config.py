@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from ser.encoders import WHISPER_SR
 from ser.errors import ConfigError
 from ser.labels import EMOTIONS
 
@@ -347,8 +348,8 @@ class Config:
         unknown = [c for c in self.classes if c not in EMOTIONS]
         if unknown or len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ConfigError(f"classes={list(self.classes)}: expected 2+ distinct names from {list(EMOTIONS)}")
-        if self.features.kind == "whisper" and self.audio.sample_rate != 16000:
-            raise ConfigError(f"audio.sample_rate={self.audio.sample_rate}: the whisper features need 16000")
+        if self.features.kind == "whisper" and self.audio.sample_rate != WHISPER_SR:
+            raise ConfigError(f"audio.sample_rate={self.audio.sample_rate}: the whisper features need {WHISPER_SR}")
         if (self.features.kind == "whisper") != (self.model.architecture == "mlp"):
             raise ConfigError(f"model.architecture={self.model.architecture!r}: use 'mlp' with whisper features "
                               "and 'cnn2d' with spectral ones")

@@ -229,7 +229,7 @@ def _blas() -> list[dict]:
 
 
 def _model(folder: Path) -> dict:
-    from ser.inference import CHECKSUMS, ONNX_FILE, verify_checksums
+    from ser.modelfolder import CHECKSUMS, ONNX_FILE, verify_checksums
 
     out: dict[str, Any] = {"path": str(folder)}
     try:
@@ -254,10 +254,10 @@ def _model(folder: Path) -> dict:
 
 
 def _models() -> dict:
-    from ser import inference
+    from ser import modelfolder
 
     # Read at call time so a test (or a future relocation) of PRETRAINED_DIR is seen.
-    return {name: _model(inference.PRETRAINED_DIR / name) for name in inference.bundled_models()}
+    return {name: _model(modelfolder.PRETRAINED_DIR / name) for name in modelfolder.bundled_models()}
 
 
 def _read_sums(path: Path) -> dict[str, str]:

@@ -78,6 +78,10 @@ _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float1
 
 #: Whisper's audio front end (``whisper/audio.py``): 16 kHz, 25 ms windows, 10 ms hop, 80 mel bins.
 WHISPER_SR = 16000
+#: Whisper-base: transformer blocks and their width; hidden states = the embedding output + one per block.
+WHISPER_BASE_BLOCKS = 6
+WHISPER_BASE_WIDTH = 512
+WHISPER_HIDDEN_STATES = WHISPER_BASE_BLOCKS + 1
 WHISPER_N_FFT = 400
 WHISPER_HOP = 160
 WHISPER_N_MELS = 80

@@ -34,3 +34,7 @@ class DownloadError(SERError, OSError):
 
 class OutputError(SERError, OSError):
     """A result cannot be written (a full disk, a read-only folder, a closed pipe...)."""
+
+
+class MissingExtraError(SERError, ImportError):
+    """An optional dependency is needed and not installed; the message names the extra to install."""

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ser.errors import ModelError
+from ser.runtime import OnnxRunner  # noqa: F401 - its home before ser.runtime; kept for imports
 from ser.utils import atomic_write_bytes, current_umask
 
 log = logging.getLogger(__name__)
@@ -383,84 +384,6 @@ def _dense(w: _GraphWriter, layer: Any, x: _Tensor, s: str) -> _Tensor:
     if layer.use_bias:
         y = w.node("Add", [y, w.const(f"{s}/bias", w.numpy(layer.bias))], f"{s}/Add")
     return w.activation(_Tensor(y), layer.activation, s)
-
-
-# --- ONNX inference --------------------------------------------------------
-
-class OnnxRunner:
-    """Run an exported ``model.onnx`` with ONNX Runtime, without TensorFlow.
-
-    Parameters
-    ----------
-    path : str or path-like
-        An ONNX file written by :func:`export_onnx`.
-    threads : int, optional
-        Threads for one model call (ONNX Runtime's ``intra_op_num_threads``);
-        default: ONNX Runtime's choice (one per physical core).
-
-    Raises
-    ------
-    ModelError
-        Missing or unreadable file.
-
-    Examples
-    --------
-    >>> runner = OnnxRunner("model/model.onnx", threads=1)   # doctest: +SKIP
-    >>> runner(x[..., None]).shape                           # doctest: +SKIP
-    (4, 8)
-    """
-
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool)
-                                    or threads < 1):
-            raise ValueError(f"threads={threads!r}: expected a positive integer or None")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: ONNX model not found")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only; ORT's warnings are about its own graph rewrites
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            # One model call runs one graph; no inter-op pool needed beyond the caller's thread.
-            options.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options,
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
-            raise ModelError(f"{self.path}: cannot load ONNX model ({exc})") from None
-        (inp,) = self._session.get_inputs()
-        (out,) = self._session.get_outputs()
-        self._input, self._output = inp.name, out.name
-        # Dynamic dimensions come back as strings ("N"); keep them as None.
-        self.input_shape: tuple[int | None, ...] = tuple(d if isinstance(d, int) else None for d in inp.shape)
-        self.n_classes: int | None = out.shape[-1] if isinstance(out.shape[-1], int) else None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch.
-
-        Parameters
-        ----------
-        x : numpy.ndarray
-            Features of shape ``(n, F, T, 1)`` (as the Keras model takes them);
-            converted to float32.
-
-        Returns
-        -------
-        numpy.ndarray
-            Shape ``(n, n_classes)``, float64.
-        """
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        expected = self.input_shape
-        if x.ndim != len(expected) or any(e is not None and e != d for e, d in zip(expected[1:], x.shape[1:])):
-            shown = tuple("n" if e is None else e for e in expected)
-            raise ValueError(f"x: shape {x.shape} does not match the model input {shown}")
-        (probs,) = self._session.run([self._output], {self._input: x})
-        return probs.astype(np.float64)
-
-    def __repr__(self) -> str:
-        return f"OnnxRunner({str(self.path)!r}, input_shape={self.input_shape}, n_classes={self.n_classes})"
 
 
 # --- other formats ---------------------------------------------------------

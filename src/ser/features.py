@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from ser.config import AudioConfig, FeatureConfig
+from ser.encoders import WHISPER_BASE_WIDTH, WHISPER_HIDDEN_STATES
 
 
 def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 40, n_mels: int = 128, n_fft: int = 2048,
@@ -161,8 +162,8 @@ def stats_pool(hidden: np.ndarray) -> np.ndarray:
     return np.concatenate([hidden.mean(axis=1), hidden.std(axis=1)], axis=-1).astype(np.float32)
 
 
-#: Output of the whisper feature kind: 7 hidden states of Whisper-base, mean + std of 512 dims.
-WHISPER_SHAPE = (7, 1024)
+#: Output of the whisper feature kind: every hidden state of Whisper-base, mean + std of its width.
+WHISPER_SHAPE = (WHISPER_HIDDEN_STATES, 2 * WHISPER_BASE_WIDTH)
 
 
 def n_frames(audio: AudioConfig, features: FeatureConfig) -> int:
@@ -190,7 +191,7 @@ def extract(y: np.ndarray, *, sr: int, config: FeatureConfig) -> np.ndarray:
         Its sample rate.
     config : FeatureConfig
         Which spectral features (``mfcc`` or ``logmel``) and how to normalise them;
-        encoder features are computed by :func:`ser.cache.featurize`.
+        encoder features are computed by :func:`ser.frontend.featurize`.
 
     Returns
     -------

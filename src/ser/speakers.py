@@ -319,6 +319,74 @@ def profile_path(name: str, folder: str | os.PathLike | None = None) -> Path:
     return Path(folder or default_profiles_dir()) / f"{check_name(name)}.npz"
 
 
+def read_profile(speaker, *, features: str, shape: Sequence[int],
+                 folder: str | os.PathLike | None = None) -> SpeakerProfile:
+    """The enrolment profile ``speaker`` (a name, or a profile passed through), checked against a model.
+
+    Parameters
+    ----------
+    speaker : str or SpeakerProfile
+        A profile name (looked up in ``folder``) or a profile.
+    features : str
+        The model's feature fingerprint (:func:`fingerprint`).
+    shape : sequence of int
+        The model's feature shape.
+    folder : path-like, optional
+        Where profiles live (default :func:`default_profiles_dir`).
+
+    Raises
+    ------
+    ProfileError
+        No such profile, or one made for another model's features.
+    """
+    if isinstance(speaker, SpeakerProfile):
+        if speaker.features != features:
+            raise ProfileError(f"speaker {speaker.name!r}: profile made for another model's features")
+        return speaker.check_shape(shape)
+    path = profile_path(speaker, folder)
+    if not path.exists():
+        raise ProfileError(f"speaker {speaker!r}: no profile at {path}; enrol the speaker first")
+    return SpeakerProfile.load(path, features=features, shape=shape)
+
+
+def enrol(recognizer, speaker: str, clips: Sequence, *, folder: str | os.PathLike | None = None,
+          save: bool = True) -> SpeakerProfile:
+    """Enrol a speaker from a few calm recordings (no labels needed).
+
+    Parameters
+    ----------
+    recognizer : ser.inference.Recognizer
+        A model with a speaker-adapted head; the profile is tied to its features.
+    speaker : str
+        Name of the profile (letters, digits, ``.``, ``_``, ``-``).
+    clips : sequence
+        Audio files, or ``(y, sr)`` pairs of in-memory audio: the speaker reading
+        a few sentences calmly; 5-10 clips of a few seconds each are plenty.
+    folder : path-like, optional
+        Where profiles live (default :func:`default_profiles_dir`).
+    save : bool
+        Write ``<folder>/<speaker>.npz`` (replacing an earlier profile).
+
+    Returns
+    -------
+    SpeakerProfile
+        Pass it (or its name) as ``speaker=`` to the recognizer's predictions.
+    """
+    from ser.errors import AudioError
+
+    check_name(speaker)
+    recognizer.require_adapted_head()
+    if isinstance(clips, (str, bytes, os.PathLike)) or len(clips) == 0:
+        raise AudioError(f"speaker {speaker!r}: no enrolment clips given (expected a list of files or (y, sr) pairs)")
+    frontend = recognizer.frontend
+    feats = [frontend.clip(*clip) if isinstance(clip, tuple) else frontend.file(clip)[0] for clip in clips]
+    profile = SpeakerProfile(speaker, SpeakerStats.of(np.stack(feats)), recognizer.features_id,
+                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if save:
+        profile.save(folder)
+    return profile
+
+
 def list_profiles(folder: str | os.PathLike | None = None) -> list[dict]:
     """One row per ``*.npz`` file in ``folder``; never raises for a bad file.
 

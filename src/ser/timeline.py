@@ -28,14 +28,15 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ser.audio import error_reason, read_info
+from ser.audio import file_duration, stream_audio  # noqa: F401 - file_duration: part of this module's API
+from ser.config import AudioConfig
 from ser.errors import AudioError, ConfigError, OutputError
 from ser.utils import atomic_write_bytes, atomic_write_text
 
@@ -61,92 +62,6 @@ class SupportsPredict(Protocol):
     classes: Sequence[str]
 
     def predict(self, y: np.ndarray, sr: int) -> Prediction: ...
-
-
-# --- decoding ---------------------------------------------------------------------------------
-def file_duration(path: str | os.PathLike) -> float:
-    """Duration of an audio file in seconds, from its header (nothing is decoded).
-
-    Raises
-    ------
-    AudioError
-        One line naming the file: missing, a folder, empty, not audio or without frames.
-    """
-    info = read_info(Path(path))
-    return info.frames / info.samplerate
-
-
-def stream_audio(path: str | os.PathLike, *, sr: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
-    """Decode an audio file block by block as float32 mono at ``sr``.
-
-    The file is checked when this function is called (not at the first ``next``), so a bad
-    file fails before any work starts.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Any format libsndfile reads (WAV, FLAC, OGG, MP3, ...), any rate and channel count.
-    sr : int
-        Output sample rate. Resampling uses one :class:`soxr.ResampleStream` for the whole
-        file, so block edges are seamless: the concatenated blocks equal (to float rounding)
-        the file resampled in one go.
-    block_seconds : float
-        Seconds of the *file* decoded per block; memory use is proportional to it.
-
-    Yields
-    ------
-    numpy.ndarray
-        float32 arrays of shape ``(n_samples,)``; lengths vary slightly (resampler delay),
-        the last may be short, and an empty one may appear.
-
-    Raises
-    ------
-    AudioError
-        Missing, empty or unreadable file, or a decoding failure part-way through.
-    ConfigError
-        ``sr`` or ``block_seconds`` out of range.
-    """
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ConfigError(f"sr={sr!r}: expected a positive integer")
-    if not block_seconds > 0:
-        raise ConfigError(f"block_seconds={block_seconds!r}: expected a positive number")
-    path = Path(path)
-    info = read_info(path)
-    return _blocks(path, info, int(sr), max(1, int(round(block_seconds * info.samplerate))))
-
-
-def _blocks(path: Path, info, sr: int, blocksize: int) -> Iterator[np.ndarray]:
-    import soundfile as sf
-
-    resampler = None
-    if info.samplerate != sr:
-        import soxr
-
-        resampler = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
-    decoded = 0
-    warned = False
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            for block in fh.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                decoded += block.shape[0]
-                # Mixing before resampling halves the resampler's work for stereo.
-                y = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-                if not np.all(np.isfinite(y)):
-                    # One bad sample would smear through the resampler; treat it as silence.
-                    if not warned:
-                        log.warning("%s: NaN or infinite samples replaced by 0", path)
-                        warned = True
-                    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-                y = np.ascontiguousarray(y, dtype=np.float32)
-                yield y if resampler is None else resampler.resample_chunk(y)
-    except RuntimeError as exc:  # soundfile's LibsndfileError is a RuntimeError
-        raise AudioError(f"{path}: cannot decode audio ({error_reason(exc)})") from None
-    if resampler is not None:
-        # Flush the resampler's delay line: the last few milliseconds of the file.
-        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-    if decoded < info.frames:
-        # libsndfile stops early on a damaged file; what was decoded is still usable.
-        log.warning("%s: decoded %d of %d frames; the file may be truncated", path, decoded, info.frames)
 
 
 # --- voice activity -----------------------------------------------------------------------
@@ -501,7 +416,7 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
 
     model_audio = getattr(getattr(recognizer, "config", None), "audio", None)
     if sr is None:
-        sr = int(getattr(model_audio, "sample_rate", 16000))
+        sr = int(getattr(model_audio, "sample_rate", AudioConfig().sample_rate))
     if max_segment is None:
         window = float(getattr(model_audio, "duration", MAX_SEGMENT) or MAX_SEGMENT)
         max_segment = max(min(MAX_SEGMENT, window), 2 * min_speech)
@@ -705,8 +620,9 @@ def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, sourc
                   duration: float, classes: Sequence[str]) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png``; returns the paths by kind.
 
-    All three or none: each is rendered in memory first, then written atomically; if
-    one cannot be written, those already written by this call are removed.
+    All or none: each is rendered in memory first, then written atomically; if
+    one cannot be written, those already written by this call are removed. The
+    PNG needs matplotlib (the ``plot`` extra); without it, JSON and CSV only.
 
     Raises
     ------
@@ -718,9 +634,12 @@ def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, sourc
     payloads = {
         "json": _json_text(segments, source=source, duration=duration).encode(),
         "csv": _csv_text(segments, classes=classes).encode(),
-        "png": _png_bytes(segments, classes=classes, duration=duration,
-                          title=Path(source).name if source is not None else ""),
     }
+    try:
+        payloads["png"] = _png_bytes(segments, classes=classes, duration=duration,
+                                     title=Path(source).name if source is not None else "")
+    except ImportError:
+        log.warning('no timeline plot: matplotlib is not installed (pip install "speech-emotion-recognition[plot]")')
     written: dict[str, Path] = {}
     for kind, data in payloads.items():
         path = stem.with_name(f"{name}.{kind}")

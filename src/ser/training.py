@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ser.augment import mask_spectrogram
-from ser.cache import FeatureCache, compute_features
+from ser.cache import FeatureCache
+from ser.frontend import compute_features
 from ser.config import Config
 from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
@@ -479,3 +480,36 @@ def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | No
     y = encode([c.label for c in clips], config.classes)
     return (fit_adapted if adapted else fit)(config, x, y, speakers_of(clips), np.arange(len(clips)),
                                              augmented=augmented, progress=progress)
+
+
+def train_recognizer(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
+                     jobs: int | None = None, progress: bool = False, metadata: dict | None = None):
+    """Train a complete model on ``clips``: the network and, if configured, the speaker-adapted head.
+
+    The one training entry point of ``ser train`` and ``benchmarks/train_default.py``.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Labelled training clips.
+    config : Config
+        The recipe; ``speakers.adapted_head`` adds the adapted head.
+    cache, jobs, progress
+        As for :func:`fit_final`.
+    metadata : dict, optional
+        Recorded in the model folder (``metrics.json``) and its card.
+
+    Returns
+    -------
+    recognizer : ser.inference.Recognizer
+        Ready to predict or :meth:`~ser.inference.Recognizer.save`.
+    history : dict
+        Training curves of the network.
+    """
+    from ser.inference import Recognizer
+
+    model, history = fit_final(clips, config, cache=cache, jobs=jobs, progress=progress)
+    adapted = norm = None
+    if config.speakers.adapted_head:
+        adapted, _, norm = fit_final(clips, config, cache=cache, jobs=jobs, adapted=True, progress=progress)
+    return Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm), history

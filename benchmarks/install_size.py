@@ -1,0 +1,58 @@
+"""Size of the core install: the wheel in a fresh venv without extras (issue 14).
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/install_size.py
+
+Builds the wheel, installs it into a new virtual environment (dependencies from the package
+registry, as a user's ``pip install speech-emotion-recognition`` would), and writes
+``benchmarks/results/install_size.json``: the venv's size on disk, the largest packages and the
+wheel's size. (Speed is benchmarks/speed.py's job, on a quiet machine.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from recipe import RESULTS, ROOT
+
+
+def mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6, 1)
+
+
+def main() -> int:
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", ROOT], check=True)
+        (wheel,) = (tmp / "dist").glob("*.whl")
+        venv = tmp / "venv"
+        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv], check=True)
+        subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheel], check=True)
+        site = next((venv / "lib").glob("python*/site-packages"))
+        packages = sorted(((mb(p), p.name) for p in site.iterdir() if p.is_dir()), reverse=True)[:8]
+        result = {
+            "benchmark": "install_size", "command": "python benchmarks/install_size.py",
+            "date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs", "python": platform.python_version(),
+            "core_venv_mb": mb(venv), "wheel_mb": round(wheel.stat().st_size / 1e6, 1),
+            "largest_packages_mb": dict((name, size) for size, name in packages),
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+    out = RESULTS / "install_size.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
