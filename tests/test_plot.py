@@ -179,6 +179,17 @@ def test_plot_errors_name_the_problem(call, message):
         call()
 
 
+def test_without_matplotlib_a_plot_names_the_extra(monkeypatch):
+    from ser.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    for call in (lambda: plot.scores(prediction()), lambda: plot.timeline([]), lambda: Timeline()._repr_png_(),
+                 lambda: plot.confusion([[1]], ["a"])):
+        with pytest.raises(MissingExtraError, match=re.escape('pip install "speech-emotion-recognition[plot]"')):
+            call()
+    assert "<table" in prediction()._repr_html_() and "<table" in cv_report()._repr_html_()  # HTML needs none
+
+
 def test_importing_plot_and_display_imports_neither_matplotlib_nor_training():
     code = ("import sys, ser.plot, ser.display, ser.inference, ser.timeline; "
             "print(sorted(m for m in ('matplotlib', 'tensorflow', 'keras', 'ser.training', 'ser.evaluation') "

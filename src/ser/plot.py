@@ -43,7 +43,15 @@ _METRIC_NAMES = {"uar": "UAR", "accuracy": "accuracy", "macro_f1": "macro-F1", "
 
 
 # --- helpers ---------------------------------------------------------------------------------
+def _require_matplotlib() -> None:
+    """Import matplotlib, or raise a one-line MissingExtraError naming the ``plot`` extra."""
+    from ser.runtime import require
+
+    require("matplotlib", "plot")
+
+
 def _figure(width: float, height: float, **kwargs) -> Figure:
+    _require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained", **kwargs)
@@ -69,6 +77,7 @@ def _done(fig: Figure, path: str | os.PathLike | None) -> Figure:
 
 def colours(classes: Sequence[str]) -> dict[str, Any]:
     """One colour per emotion: ``tab10`` in :data:`EMOTIONS` order, other labels after them."""
+    _require_matplotlib()
     from matplotlib import colormaps
 
     names = list(EMOTIONS) + [c for c in classes if c not in EMOTIONS]
@@ -127,6 +136,7 @@ def scores(prediction: Any, *, title: str | None = None, path: str | os.PathLike
         raise ValueError("prediction: has no scores")
     classes = list(values)
     best = max(classes, key=values.__getitem__)
+    _require_matplotlib()
     from matplotlib.colors import to_rgba
 
     palette = colours(classes)
@@ -183,6 +193,7 @@ def timeline(segments: Sequence, *, duration: float | None = None, classes: Sequ
     path : path-like, optional
         Also write the figure there as a PNG.
     """
+    _require_matplotlib()
     from matplotlib.patches import Patch
     from matplotlib.ticker import FuncFormatter
 
@@ -381,6 +392,7 @@ def curves(history: Mapping, *, title: str = "", path: str | os.PathLike | None 
         As training returns it (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
         ``best_epoch``), or a fold result (``fold_N/result.json``) holding one as ``history``.
     """
+    _require_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
     history = history.get("history", history) if isinstance(history, Mapping) else history
