@@ -5,8 +5,9 @@
     python scripts/run_notebooks.py --check         # are the committed notebooks fresh? (no kernel)
 
 A full run is what the committed notebooks carry: all 24 RAVDESS actors, full-length training.
-It stamps each notebook's metadata with a digest of its cells, so that
-``tests/test_notebooks.py`` can tell when a cell was edited but the notebook not run again.
+It stamps each notebook's metadata with a digest of its code cells, so that
+``tests/test_notebooks.py`` can tell when code was edited but the notebook not run again (prose
+in Markdown cells can be edited without a new run: it changes no output).
 The quick run (``SER_NOTEBOOK_QUICK=1``: a few actors, a few epochs) is the one CI executes.
 
 Each notebook runs in its own folder with ``src/`` first on ``PYTHONPATH``, so the kernel
@@ -31,16 +32,16 @@ STAMP = "ser"
 
 
 def cells_digest(nb) -> str:
-    """SHA-256 over the type and source of every cell, in order (outputs and metadata ignored)."""
-    payload = json.dumps([[cell["cell_type"], "".join(cell["source"])] for cell in nb["cells"]])
+    """SHA-256 over the source of every code cell, in order (Markdown, outputs and metadata ignored)."""
+    payload = json.dumps(["".join(cell["source"]) for cell in nb["cells"] if cell["cell_type"] == "code"])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def problems(nb) -> list[str]:
     """What makes a committed notebook stale or broken; empty when it is fresh.
 
-    Fresh means: stamped by a full run whose cells were exactly the present ones, every code
-    cell executed once, in order, and no error in any output.
+    Fresh means: stamped by a full run whose code cells were exactly the present ones, every
+    code cell executed once, in order, and no error in any output.
     """
     found = []
     stamp = nb.get("metadata", {}).get(STAMP)
@@ -50,7 +51,7 @@ def problems(nb) -> list[str]:
         if stamp.get("mode") != "full":
             found.append(f"outputs come from a {stamp.get('mode')!r} run, not a full one")
         if stamp.get("cells") != cells_digest(nb):
-            found.append("cells changed since the last full run (run scripts/run_notebooks.py)")
+            found.append("code cells changed since the last full run (run scripts/run_notebooks.py)")
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     counts = [c.get("execution_count") for c in code]
     if counts != list(range(1, len(code) + 1)):
