@@ -278,6 +278,27 @@ def test_scored_report_shows_what_was_left_out():
     assert "<b>UAR 0.750</b>" in html
 
 
+def test_report_shows_partial_folds_and_adaptation_baselines():
+    report = cv_report(n_folds=2)
+    report["partial"] = True
+    report["baseline"] = {"what": "inductive head on the same clips", "n": 80, "accuracy": 0.4, "uar": 0.41,
+                          "macro_f1": 0.39}
+    html = report._repr_html_()
+    assert "<b>si6 (partial: 2 of 6 folds)</b>" in html
+    assert "inductive head on the same clips</td>" in html and ">0.410</td>" in html
+
+
+def test_scored_report_says_whether_the_model_heard_the_data():
+    report = scored_report()
+    assert "held out" not in report._repr_html_()  # the fake model records no training data
+    report["held_out"] = False
+    report["training_overlap"] = {"files": 12, "test_files": 12, "speakers": ["s1"], "test_speakers": 1,
+                                  "held_out": False}
+    assert "not held out</b>: 12 of 12 test files and 1 of 1 test speakers" in report._repr_html_()
+    report["held_out"] = True
+    assert "held out: no test file or speaker" in report._repr_html_()
+
+
 def test_report_html_refuses_other_mappings():
     with pytest.raises(ValueError, match="expected a report"):
         report_html({"uar": 0.5})

@@ -166,7 +166,10 @@ def _cv_html(report: Mapping) -> str:
     pooled = s["pooled"]
     name = report.get("config", {}).get("name", "?")
     wall = report.get("wall_s")
-    title = (f"<p><b>{_e(report.get('protocol', '?'))}</b> · preset <code>{_e(name)}</code> · "
+    protocol = _e(report.get("protocol", "?"))
+    if report.get("partial"):  # si6 without all 24 actors (evaluate(..., partial_folds=True))
+        protocol += f" (partial: {len(s['folds'])} of 6 folds)"
+    title = (f"<p><b>{protocol}</b> · preset <code>{_e(name)}</code> · "
              f"{report.get('clips', pooled['n'])} clips" + (f" · {wall:.0f} s" if isinstance(wall, (int, float))
                                                             else "")
              + f"<br>pooled: {_metrics_line(pooled)}</p>")
@@ -189,6 +192,13 @@ def _cv_html(report: Mapping) -> str:
                 f'<td style="{_CELL}text-align:right">{pooled["n"]}</td>'
                 + "".join(f'<td style="{_CELL}text-align:right">{_fmt(pooled[k])}</td>'
                           for k in ("accuracy", "uar", "macro_f1")) + f'<td style="{_CELL}"></td></tr>')
+    for key in ("baseline", "clean"):  # adaptation protocols: the inductive head on the same clips
+        if key in report:
+            b = report[key]
+            rows.append(f'<tr><td style="{_CELL}" colspan="2">{_e(b.get("what", key))}</td>'
+                        f'<td style="{_CELL}text-align:right">{b.get("n", "")}</td>'
+                        + "".join(f'<td style="{_CELL}text-align:right">{_fmt(b[k])}</td>'
+                                  for k in ("accuracy", "uar", "macro_f1")) + f'<td style="{_CELL}"></td></tr>')
     folds = f"<table {_TABLE}>{head}{''.join(rows)}</table>"
     return title + folds + _side_by_side(_per_class_table(pooled["per_class"], classes),
                                          _confusion_table(pooled["confusion"], classes))
@@ -200,8 +210,17 @@ def _scored_html(report: Mapping) -> str:
     model = report.get("model") or "model"
     data_only = left.get("data_only") or {}
     failed = report.get("failed") or []
+    overlap = report.get("training_overlap")
+    if report.get("held_out") is False and overlap:  # the model folder lists its training files and speakers
+        held = (f'<br><b style="color:#b00">not held out</b>: {overlap["files"]} of {overlap["test_files"]} '
+                f'test files and {len(overlap["speakers"])} of {overlap["test_speakers"]} test speakers were in '
+                "this model's training data, so this is no estimate for new speakers")
+    elif report.get("held_out"):
+        held = "<br>held out: no test file or speaker was in this model's training data"
+    else:
+        held = ""
     title = (f"<p><b>{_e(Path(str(model)).name)}</b> scored on {report['n']} clips over {len(shared)} shared "
-             f"emotions<br>{_metrics_line(report)}<br><small>model classes not in the data: "
+             f"emotions<br>{_metrics_line(report)}{held}<br><small>model classes not in the data: "
              f"{_e(', '.join(left.get('model_only') or []) or 'none')} · data labels the model lacks (not scored): "
              f"{_e(', '.join(f'{k} {v}' for k, v in data_only.items()) or 'none')} · files that failed: "
              f"{len(failed)}</small></p>")
