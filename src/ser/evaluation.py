@@ -14,6 +14,7 @@ import numpy as np
 from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
+from ser.display import Report
 from ser.errors import ConfigError, ManifestError
 from ser.training import cross_validate, describe_device, make_folds, prepare_features, si6_missing
 from ser.utils import atomic_write_bytes, atomic_write_text
@@ -227,10 +228,10 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
 
     Returns
     -------
-    dict
-        The report: protocol, config, device, machine, wall time and ``summary``
-        (see :func:`summarize`); adaptation protocols add ``baseline`` (the inductive head
-        on the same clips) and, for channel shift, ``clean``.
+    Report
+        The report (a dict; it shows as tables in Jupyter): protocol, config, device,
+        machine, wall time and ``summary`` (see :func:`summarize`); adaptation protocols add
+        ``baseline`` (the inductive head on the same clips) and, for channel shift, ``clean``.
 
     Raises
     ------
@@ -288,7 +289,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     atomic_write_text(out / "report.md", render_markdown(report))
     plot_confusion(summary["pooled"]["confusion"], config.classes, out / "confusion.png",
                    title=f"{protocol}, pooled (UAR {summary['pooled']['uar']:.3f})")
-    return report
+    return Report(report)  # a dict that shows as tables in Jupyter
 
 
 def _fold_spread(folds: list[dict]) -> dict:
@@ -359,9 +360,10 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
 
     Returns
     -------
-    dict
-        ``shared_labels``, ``left_out`` (``{"model_only": [...], "data_only": {label: n}}``),
-        ``failed`` files, and the metrics of :func:`metrics` over the shared labels.
+    Report
+        A dict (shown as tables in Jupyter): ``shared_labels``, ``left_out``
+        (``{"model_only": [...], "data_only": {label: n}}``), ``failed`` files, and the
+        metrics of :func:`metrics` over the shared labels.
     """
     from collections import Counter
 
@@ -420,4 +422,4 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
                  "```", confusion_text(report["confusion"], shared), "```", ""]
         atomic_write_text(out / "report.md", "\n".join(lines))
         plot_confusion(report["confusion"], shared, out / "confusion.png", title=f"UAR {report['uar']:.3f}")
-    return report
+    return Report(report)  # a dict that shows as tables in Jupyter

@@ -326,6 +326,33 @@ class Segment:
                 "confidence": round(self.confidence, 6),
                 "scores": {k: round(v, 6) for k, v in self.scores.items()}}
 
+    def _repr_html_(self) -> str:
+        # Jupyter shows a segment like a prediction, headed by its times (ser.display).
+        from ser.display import prediction_html
+
+        return prediction_html(self, heading=f"{self.start:.2f}-{self.end:.2f} s")
+
+
+class Timeline(list):
+    """The segments of one recording, in time order, as :func:`timeline` returns them.
+
+    A plain list of :class:`Segment` that also knows the recording's ``duration`` (seconds),
+    ``source`` and the model's ``classes``, so it can draw itself: it shows as its plot in
+    Jupyter (see :func:`ser.plot.timeline`).
+    """
+
+    def __init__(self, segments=(), *, duration: float | None = None, source: str | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__(segments)
+        self.duration = duration
+        self.source = source
+        self.classes = tuple(classes) if classes is not None else None
+
+    def _repr_png_(self) -> bytes:
+        from ser import plot
+
+        return plot.to_png(plot.timeline(self))
+
 
 #: Longest segment handed to the recognizer when neither the caller nor the model says otherwise.
 MAX_SEGMENT = 10.0
@@ -374,9 +401,10 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
 
     Returns
     -------
-    list of Segment
-        In time order. Segments the recognizer refuses with :class:`AudioError` (e.g. silent)
-        are left out and logged.
+    Timeline
+        A list of :class:`Segment` in time order, with the recording's duration and source.
+        Segments the recognizer refuses with :class:`AudioError` (e.g. silent) are left out
+        and logged.
 
     Raises
     ------
@@ -441,7 +469,8 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
             bar.update(min(block.size / sr, bar.total - bar.n))
         recognise(vad._flush())
     log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
-    return segments
+    classes = getattr(recognizer, "classes", None)
+    return Timeline(segments, duration=total, source=str(path), classes=classes)
 
 
 # --- writers ------------------------------------------------------------------------------
