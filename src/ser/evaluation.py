@@ -185,12 +185,15 @@ def check_run_folder(out_dir: str | os.PathLike) -> Path:
 
 def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: str | os.PathLike,
              folds_k: int = 5, grid: dict | None = None, inner_folds: int = 3,
-             cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False) -> dict:
+             cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
+             executor=None) -> dict:
     """Run a protocol end to end and write its report into ``out_dir``.
 
     Writes ``config.json``, ``report.json``, ``report.md``, ``confusion.png`` and
     per fold ``fold_N/result.json`` and ``fold_N/curves.png``. Finished folds are
-    reused when the same command is run again (resume).
+    reused when the same command is run again (resume). ``executor`` runs the feature
+    extraction and the folds (:func:`ser.batch.ray_executor` for Ray tasks; the same
+    numbers as the default, local path).
 
     Returns
     -------
@@ -211,9 +214,9 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     config.save(out / "config.json")
     device = describe_device()
     log.info("device: %s", device)
-    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+    x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress, executor=executor)
     results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
-                             inner_folds=inner_folds, cache=cache, progress=progress)
+                             inner_folds=inner_folds, cache=cache, progress=progress, executor=executor)
     for r in results:
         plot_history(r["history"], out / f"fold_{r['fold']}" / "curves.png", title=f"fold {r['fold']}")
     summary = summarize(results, config.classes)
