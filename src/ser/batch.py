@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -78,7 +79,7 @@ def connect(address: str | None = None, *, quiet: bool = True) -> Iterator[Any]:
     connection is used and left open.
     """
     address = check_address(address)
-    if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in os.sys.modules:
+    if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
         # A local instance serves this machine only: keep it on 127.0.0.1 rather than the
         # network address Ray picks for clusters (its mode for single machines).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
