@@ -329,6 +329,7 @@ class _Writer:
         self.path, self.classes, self.done, self.model = path, list(classes), set(done), model
         self.written = 0
         self.failed = 0
+        self.first: tuple[float, int] | None = None  # (time.perf_counter(), rows) of the first rows written
 
     def add(self, rows: Iterable[dict]) -> int:
         fresh = []
@@ -339,6 +340,8 @@ class _Writer:
             fresh.append(r)
         self.failed += sum(r["error"] is not None for r in fresh)
         self.written += len(fresh)
+        if fresh and self.first is None:
+            self.first = (time.perf_counter(), len(fresh))
         if fresh:
             self._write(fresh)
         return len(fresh)
@@ -507,7 +510,9 @@ def score_archive(sources: Sequence[str], out: str | os.PathLike, *, paths: Sequ
     Returns
     -------
     dict
-        ``{"out", "total", "skipped", "written", "failed", "workers", "wall_s"}``.
+        ``{"out", "total", "skipped", "written", "failed", "workers", "wall_s"}``, and when more than
+        one batch of rows came back, ``first_rows_s`` (start-up: until the first rows were written)
+        and ``steady_files_per_s`` (the rate after them).
     """
     from ser.modelfolder import read_model_folder, resolve_model
 
@@ -550,7 +555,13 @@ def score_archive(sources: Sequence[str], out: str | os.PathLike, *, paths: Sequ
                      cpus=cpus_per_worker, gpus=gpus_per_worker, total=todo, progress=progress)
     finally:
         writer.close()
-    summary.update(written=writer.written, failed=writer.failed, wall_s=round(time.perf_counter() - start, 3))
+    end = time.perf_counter()
+    summary.update(written=writer.written, failed=writer.failed, wall_s=round(end - start, 3))
+    if writer.first is not None and writer.written > writer.first[1]:
+        # Start-up (connection, actors, model loading) ends with the first rows; the rest is the steady rate.
+        summary["first_rows_s"] = round(writer.first[0] - start, 3)
+        summary["steady_files_per_s"] = round((writer.written - writer.first[1]) / max(end - writer.first[0], 1e-9),
+                                              2)
     return summary
 
 
