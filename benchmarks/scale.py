@@ -2,15 +2,17 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/scale.py --model fast
-    .venv/bin/python benchmarks/scale.py --model default --clips 240
+    .venv/bin/python benchmarks/scale.py --model fast --one-job
+    .venv/bin/python benchmarks/scale.py --model default --repeat 2
 
 A local Ray cluster (one node with 2 CPUs, on the loopback interface) is started first and
-kept for every run, as a real deployment keeps its cluster; its start is not timed. Figures
+kept for every run, as a real deployment keeps its cluster; its start is not timed. ``ser predict
+--jobs 2``, 1 worker and 2 workers are measured ``--repeat`` times in a rotating order and the
+medians reported (every run is kept under ``"runs"``). Figures
 (written to ``benchmarks/results/scale_<model>.json``):
 
-- ``ser_predict_clips_per_s`` (and ``..._1_job``): ``ser predict -q --csv --jobs 2`` (``--jobs 1``)
-  over the clips, whole process (model load included), clips / wall time;
+- ``ser_predict_clips_per_s`` (and ``..._1_job``, once, with ``--one-job``): ``ser predict -q --csv
+  --jobs 2`` (``--jobs 1``) over the clips, whole process (model load included), clips / wall time;
 - ``clips_per_s_1_worker`` / ``clips_per_s_2_workers``: :func:`ser.batch.score_archive` with 1 or
   2 actors (one CPU each) into a fresh Parquet folder, clips / job wall time (actor start and model
   load included, the connection to the running cluster not);
@@ -33,6 +35,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +76,8 @@ def main() -> int:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--clips", type=int, default=None, help="first N clips, sorted by path (default: all)")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--one-job", action="store_true", help="also time ser predict --jobs 1 (once)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three measurements (medians reported)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     os.environ["PYTHONPATH"] = str(ROOT / "src")  # the Ray workers import this checkout's ser
@@ -88,27 +93,37 @@ def main() -> int:
               "date": date.today().isoformat(), "machine": {"cpus": os.cpu_count(), "gpu": None},
               "model": name, "clips": len(files), "load_before": [round(x, 2) for x in os.getloadavg()]}
 
-    wall1, _ = ser_predict(files, args.model, 1)
-    wall2, predicted = ser_predict(files, args.model, 2)
-    result["ser_predict_clips_per_s_1_job"] = round(len(files) / wall1, 2)
-    result["ser_predict_clips_per_s"] = round(len(files) / wall2, 2)
+    if args.one_job:
+        wall1, _ = ser_predict(files, args.model, 1)
+        result["ser_predict_clips_per_s_1_job"] = round(len(files) / wall1, 2)
 
     cluster = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=2, node_ip_address=LOOPBACK, include_dashboard=False, object_store_memory=200 * 1024 * 1024))
+    runs: dict[str, list] = {"predict": [], "1_worker": [], "2_workers": []}
     try:
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         with tempfile.TemporaryDirectory(prefix="ser-scale-") as tmp:
-            for workers in (1, 2):
-                s = ray_job(files, args.model, workers, Path(tmp) / "r.parquet", cluster.address)
-                key = "1_worker" if workers == 1 else "2_workers"
-                result[f"clips_per_s_{key}"] = round(len(files) / s["wall_s"], 2)
-                result[f"job_wall_s_{key}"] = s["wall_s"]
-                result[f"startup_s_{key}"] = s["first_rows_s"]
-                result[f"steady_clips_per_s_{key}"] = s["steady_files_per_s"]
-            rows = {r["source"]: r for r in pq.read_table(Path(tmp) / "r.parquet").to_pylist()}
+            for r in range(args.repeat):
+                # The three measurements in a rotating order: the machine's load drifts over a run.
+                for what in (["predict", "1_worker", "2_workers"] * 2)[r % 3:r % 3 + 3]:
+                    if what == "predict":
+                        wall, predicted = ser_predict(files, args.model, 2)
+                        runs["predict"].append(round(len(files) / wall, 2))
+                        continue
+                    s = ray_job(files, args.model, 1 if what == "1_worker" else 2, Path(tmp) / "r.parquet",
+                                cluster.address)
+                    runs[what].append({"clips_per_s": round(len(files) / s["wall_s"], 2), "wall_s": s["wall_s"],
+                                       "startup_s": s["first_rows_s"], "steady_clips_per_s": s["steady_files_per_s"]})
+                    rows = {r["source"]: r for r in pq.read_table(Path(tmp) / "r.parquet").to_pylist()}
     finally:
         ray.shutdown()
         cluster.shutdown()
+    result["ser_predict_clips_per_s"] = statistics.median(runs["predict"])
+    for key in ("1_worker", "2_workers"):
+        result[f"clips_per_s_{key}"] = statistics.median(x["clips_per_s"] for x in runs[key])
+        result[f"startup_s_{key}"] = statistics.median(x["startup_s"] for x in runs[key])
+        result[f"steady_clips_per_s_{key}"] = statistics.median(x["steady_clips_per_s"] for x in runs[key])
+    result["runs"] = runs
     result["parallel_efficiency"] = round(result["clips_per_s_2_workers"] / (2 * result["clips_per_s_1_worker"]), 3)
     result["steady_parallel_efficiency"] = round(
         result["steady_clips_per_s_2_workers"] / (2 * result["steady_clips_per_s_1_worker"]), 3)
@@ -119,7 +134,7 @@ def main() -> int:
              for i, c in enumerate(classes)]
     result["max_abs_score_diff"] = max(diffs) if diffs else None
     result["labels_equal"] = all(rows[f]["label"] == predicted[f][1] for f in files if f in predicted)
-    result["per_clip_cpu_ms"] = round(1000 / result["steady_clips_per_s_1_worker"], 2)
+    result["steady_ms_per_clip_1_worker"] = round(1000 / result["steady_clips_per_s_1_worker"], 2)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - start, 1)
     out = Path(args.results) / f"scale_{name}.json"

@@ -532,9 +532,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
                       groups=groups, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker, chunk=args.chunk, batch_size=args.batch_size,
                       address=args.ray or None, progress=not args.quiet)
+    workers = f"{s['workers']} worker" + ("s" if s["workers"] != 1 else "")
     print(f"{s['out']}: {s['written']} files scored ({s['failed']} with an error) in {s['wall_s']:.1f} s on "
-          f"{s['workers']} workers" + (f"; {s['skipped']} of {s['total']} were already there" if s["skipped"]
-                                        else ""), file=sys.stderr)
+          f"{workers}" + (f"; {s['skipped']} of {s['total']} were already there" if s["skipped"] else ""),
+          file=sys.stderr)
     return 1 if s["failed"] else 0
 
 
