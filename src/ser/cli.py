@@ -753,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPUs / --cpus-per-worker)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor reserves (default: 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor reserves (default: 0)")
-    p.add_argument("--chunk", type=_positive_int, default=64, help="files per task (default: 64)")
+    p.add_argument("--chunk", type=_positive_int, help="files per task (default: 16 for encoder models, 256 for "
+                   "spectral ones)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
     p.set_defaults(func=cmd_batch)
     speakers = sub.add_parser("speakers", help="enrol, list or remove speaker profiles")
