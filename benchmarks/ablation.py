@@ -14,16 +14,12 @@ folder is kept in ``runs/bench/ablation/`` so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shlex
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
-from recipe import DATA, RESULTS, WORK
+from _harness import DATA, RESULTS, WORK, Run, setup_logging, write_json, write_text
 
 #: (name, what changes relative to the `accurate` preset)
 VARIANTS: list[tuple[str, dict]] = [
@@ -37,25 +33,22 @@ VARIANTS: list[tuple[str, dict]] = [
 ]
 
 
-def write_results(rows: list[dict], args: argparse.Namespace, start: float) -> str:
+def write_results(rows: list[dict], args: argparse.Namespace, run: Run, device: str) -> str:
     """Write the table so far (after every row, so an interrupted run leaves its finished rows)."""
-    result = {"benchmark": "accuracy", "kind": "ablation", "protocol": "si6", "preset": args.preset,
-              "command": "python benchmarks/ablation.py " + shlex.join(sys.argv[1:]),
-              "date": date.today().isoformat(), "machine": {"cpus": os.cpu_count(), "gpu": None},
-              "wall_s": round(time.perf_counter() - start, 1), "rows": rows}
+    result = {**run.header(device=device), "kind": "ablation", "protocol": "si6", "preset": args.preset,
+              "rows": rows}
     out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"ablation_{args.preset}_si6.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / f"ablation_{args.preset}_si6.json", result)
     lines = [f"# Ablation on si6 — preset `{args.preset}`", "",
-             f"{result['date']}, {os.cpu_count()} CPUs, `{result['command']}`, {result['wall_s']:.0f} s "
-             "(features cached once, shared by all rows)", "",
+             (f"{result['date']}, {result['machine']['cpus']} CPUs, `{result['command']}`, {result['wall_s']:.0f} s "
+              "(features cached once, shared by all rows)"), "",
              "| # | variant | UAR | macro-F1 | accuracy | lowest fold UAR | training s (6 folds) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["pooled"]
         lines.append(f"| {r['row']} | {r['variant']} | {p['uar']:.3f} | {p['macro_f1']:.3f} | {p['accuracy']:.3f} | "
                      f"{r['min_fold_uar']:.3f} | {r['train_s_total']:.0f} |")
-    (out / f"ablation_{args.preset}_si6.md").write_text("\n".join(lines) + "\n")
+    write_text(out / f"ablation_{args.preset}_si6.md", "\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -67,14 +60,14 @@ def main() -> int:
     parser.add_argument("--work", default=str(WORK / "ablation"))
     parser.add_argument("--only", type=int, nargs="*", help="row numbers to run (default: all)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
+    run = Run("accuracy")
 
     from ser.cache import FeatureCache, default_cache_dir
     from ser.config import preset
     from ser.dataset import load_dataset
     from ser.evaluation import evaluate
 
-    start = time.perf_counter()
     clips = load_dataset(args.data)
     rows, table = [], ""
     for number, (name, changes) in enumerate(VARIANTS, start=1):
@@ -92,7 +85,7 @@ def main() -> int:
                      "train_s_total": round(sum(f["train_s"] or 0 for f in s["folds"]), 1),
                      "wall_s": round(time.perf_counter() - t0, 1)})
         logging.info("%s: si6 UAR %.3f", name.strip(), s["pooled"]["uar"])
-        table = write_results(rows, args, start)
+        table = write_results(rows, args, run, report["device"])
     print(table)
     return 0
 

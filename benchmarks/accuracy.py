@@ -13,15 +13,11 @@ run resumes at the first unfinished fold.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
-from recipe import recipe_config, recipe_parser
+from _harness import Run, recipe_config, recipe_parser, setup_logging, write_json, write_text
 
 
 def main() -> int:
@@ -33,13 +29,13 @@ def main() -> int:
                         "of every fold chosen on speaker-grouped inner folds of its training actors")
     parser.add_argument("--inner-folds", type=int, default=3)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
+    run = Run("accuracy")
 
     from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
     from ser.evaluation import evaluate
 
-    start = time.perf_counter()
     clips = load_dataset(args.data)
     config = recipe_config(args)
     name = f"accuracy_{args.name or args.preset}_{args.protocol}"
@@ -53,13 +49,9 @@ def main() -> int:
     s = report["summary"]
     keys = ("accuracy", "uar", "macro_f1")
     result = {
-        "benchmark": "accuracy",
-        "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
-        "date": report["date"],
-        "machine": {"cpus": os.cpu_count(), "gpu": report["machine"]["gpu"], "device": report["device"]},
-        # Whole command, features included. A resumed run reuses finished folds, so its
+        # wall_s: the whole command, features included. A resumed run reuses finished folds, so its
         # wall time misses their training: train_s_total (kept per fold) covers all folds.
-        "wall_s": round(time.perf_counter() - start, 1),
+        **run.header(device=report["device"]),
         "train_s_total": round(sum(f["train_s"] or 0 for f in s["folds"]), 1),
         "folds_resumed": sum(f["resumed"] for f in s["folds"]),
         "preset": args.preset,
@@ -84,11 +76,11 @@ def main() -> int:
                                                                      .read_text())["best_params"]}
                                      for f in s["folds"]]}
     out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / f"{name}.json", result)
     md = (work / "report.md").read_text()
-    md += f"\nCommand: `{result['command']}` — wall time {result['wall_s']:.0f} s on {os.cpu_count()} CPUs.\n"
-    (out / f"{name}.md").write_text(md)
+    md += (f"\nCommand: `{result['command']}` — wall time {result['wall_s']:.0f} s on {result['machine']['cpus']} "
+           f"CPUs ({result['machine']['cpu_model']}).\n")
+    write_text(out / f"{name}.md", md)
     shutil.copyfile(work / "confusion.png", out / f"{name}_confusion.png")
     print(json.dumps({k: result[k] for k in ("preset", "protocol", "pooled", "wall_s")}))
     return 0

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-from recipe import DATA, RESULTS, ROOT
+from _harness import DATA, RESULTS, ROOT, Run, write_json
 
 
 def main() -> int:
@@ -36,11 +33,10 @@ def main() -> int:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
+    run = Run("enrolment")
     from ser.inference import Recognizer
     from ser.speakers import enrol
-    from ser.utils import atomic_write_text
 
-    start = time.perf_counter()
     # Actor 1's neutral (01) and calm (02) clips: the first 10 of them.
     clips = sorted(p for p in (Path(args.data) / "Actor_01").glob("*.flac") if p.name.split("-")[2] in ("01", "02"))
     clips = clips[:10]
@@ -60,16 +56,12 @@ def main() -> int:
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
             walls.append(time.perf_counter() - t)
     result = {
-        "benchmark": "enrolment", "model": args.name,
-        "command": "python benchmarks/enrolment.py " + shlex.join(sys.argv[1:]), "date": date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "gpu": None},
+        **run.header(), "model": args.name,
         "clips": [p.name for p in clips], "profile_clips": profile.stats.n,
         "enrol_10_clips_s": round(statistics.median(times), 3), "enrol_10_clips_s_runs": [round(t, 3) for t in times],
         "cli_enrol_10_clips_wall_s": round(statistics.median(walls), 3), "profile_bytes": size,
-        "wall_s": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.results) / f"enrolment_{args.name}.json"
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    write_json(Path(args.results) / f"enrolment_{args.name}.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

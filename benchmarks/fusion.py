@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-from recipe import RESULTS, WORK
+from _harness import RESULTS, WORK, Run, scores, write_json, write_text
 
 
 def load_run(work: Path, name: str) -> dict[str, tuple[int, np.ndarray]]:
@@ -59,9 +56,8 @@ def main() -> int:
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-
-    from ser.utils import atomic_write_text
+    run = Run("fusion")
+    from ser.labels import EMOTIONS
 
     a, b = load_run(Path(args.work), args.a), load_run(Path(args.work), args.b)
     clips = sorted(set(a) & set(b), key=lambda c: Path(c).name)
@@ -72,20 +68,17 @@ def main() -> int:
     rows = []
     for w in (float(v) for v in args.weights.split(",")):
         pred = ((1 - w) * pa + w * pb).argmax(axis=1)
-        rows.append({"weight_b": w, "uar": round(float(balanced_accuracy_score(y, pred)), 4),
-                     "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
-                     "accuracy": round(float(accuracy_score(y, pred)), 4)})
-    result = {"benchmark": "fusion", "protocol": "si6", "a": args.a, "b": args.b, "clips": len(clips), "rows": rows,
-              "command": "python benchmarks/fusion.py " + shlex.join(sys.argv[1:]), "date": date.today().isoformat(),
-              "machine": {"cpus": os.cpu_count(), "gpu": None},
+        s = scores(y, pred, EMOTIONS)
+        rows.append({"weight_b": w, "uar": s["uar"], "macro_f1": s["macro_f1"], "accuracy": s["accuracy"]})
+    result = {**run.header(), "protocol": "si6", "a": args.a, "b": args.b, "clips": len(clips), "rows": rows,
               "note": "measured on the test folds: an ablation, not a model choice"}
     stem = Path(args.results) / f"fusion_{args.name or args.a + '+' + args.b}_si6"
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    write_json(stem.with_suffix(".json"), result)
     lines = [f"# Late fusion on si6: `{args.a}` + w × `{args.b}`", "",
              f"`{result['command']}` — {result['date']}", "",
              "| w | UAR | macro-F1 | accuracy |", "|---|---|---|---|"]
     lines += [f"| {r['weight_b']:g} | {r['uar']:.3f} | {r['macro_f1']:.3f} | {r['accuracy']:.3f} |" for r in rows]
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

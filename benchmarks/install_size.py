@@ -13,16 +13,13 @@ wheel's size. (Speed is benchmarks/speed.py's job, on a quiet machine.)
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import date
 from pathlib import Path
 
-from recipe import RESULTS, ROOT
+from _harness import RESULTS, ROOT, Run, write_json
 
 
 def mb(path: Path) -> float:
@@ -30,7 +27,7 @@ def mb(path: Path) -> float:
 
 
 def main() -> int:
-    start = time.perf_counter()
+    run = Run("install_size")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", ROOT], check=True)
@@ -41,15 +38,11 @@ def main() -> int:
         site = next((venv / "lib").glob("python*/site-packages"))
         packages = sorted(((mb(p), p.name) for p in site.iterdir() if p.is_dir()), reverse=True)[:8]
         result = {
-            "benchmark": "install_size", "command": "python benchmarks/install_size.py",
-            "date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPUs", "python": platform.python_version(),
+            **run.header(), "python": platform.python_version(),
             "core_venv_mb": mb(venv), "wheel_mb": round(wheel.stat().st_size / 1e6, 1),
             "largest_packages_mb": dict((name, size) for size, name in packages),
-            "wall_s": round(time.perf_counter() - start, 1),
         }
-    out = RESULTS / "install_size.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(RESULTS / "install_size.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -18,45 +18,41 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
 import sys
-import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-from recipe import recipe_config, recipe_parser
+from _harness import Run, recipe_config, recipe_parser, resume, save_fold, scores, setup_logging, write_json
 
 
 def main() -> int:
     args = recipe_parser(__doc__, preset="accurate").parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-    from sklearn.metrics import balanced_accuracy_score
+    setup_logging()
+    run = Run("robustness")
 
     from ser.augment import CONDITIONS
     from ser.cache import FeatureCache, default_cache_dir
-    from ser.frontend import compute_features
     from ser.dataset import load_dataset
+    from ser.frontend import compute_features
     from ser.labels import encode
-    from ser.training import fit, predict_proba, prepare_features, si6_folds, speakers_of
+    from ser.training import describe_device, fit, fold_digest, predict_proba, prepare_features, si6_folds, speakers_of
 
-    start = time.perf_counter()
     clips = load_dataset(args.data)
     config = recipe_config(args)
     name = args.name or args.preset
     cache = FeatureCache(default_cache_dir())
     work = Path(args.work) / f"robustness_{name}"
-    work.mkdir(parents=True, exist_ok=True)
     x, augmented = prepare_features(clips, config, cache=cache)
     y = encode([c.label for c in clips], config.classes)
     speakers = speakers_of(clips)
     folds = []
     for fold in si6_folds(clips):
         path = work / f"fold_{fold.number}.json"
-        if path.exists() and json.loads(path.read_text()).get("config") == config.to_dict():
-            folds.append(json.loads(path.read_text()))
+        digest = fold_digest(config, clips, fold, extra={"robustness": list(CONDITIONS)})
+        # Folds saved before digests carried the whole config: still reused when it is the same.
+        saved = resume(path, digest, legacy=lambda old: old.get("config") == config.to_dict())
+        if saved is not None:
+            folds.append(saved)
             continue
         logging.info("fold %d: training", fold.number)
         model, _ = fit(config, x, y, speakers, fold.train, augmented=augmented)
@@ -66,25 +62,19 @@ def main() -> int:
             xc, _ = compute_features(test_paths, config, cache=cache, condition=condition)
             preds[condition] = predict_proba(model, xc).argmax(axis=1).tolist()
             logging.info("fold %d, %s: UAR %.3f", fold.number, condition,
-                         balanced_accuracy_score(y[fold.test], preds[condition]))
-        result = {"fold": fold.number, "y_true": y[fold.test].tolist(), "preds": preds, "config": config.to_dict()}
-        path.write_text(json.dumps(result) + "\n")
-        folds.append(result)
+                         scores(y[fold.test], preds[condition], config.classes)["uar"])
+        folds.append(save_fold(path, digest, {"fold": fold.number, "y_true": y[fold.test].tolist(), "preds": preds,
+                                              "config": config.to_dict()}))
 
     y_true = np.concatenate([f["y_true"] for f in folds])
 
     def pooled_uar(condition: str) -> float:
-        preds = np.concatenate([f["preds"][condition] for f in folds])
-        return round(float(balanced_accuracy_score(y_true, preds)), 4)
+        return scores(y_true, np.concatenate([f["preds"][condition] for f in folds]), config.classes)["uar"]
 
     clean = pooled_uar("clean")
     conditions = {condition: pooled_uar(condition) for condition in CONDITIONS}
     result = {
-        "benchmark": "robustness",
-        "command": "python benchmarks/robustness.py " + shlex.join(sys.argv[1:]),
-        "date": date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "gpu": None},
-        "wall_s": round(time.perf_counter() - start, 1),
+        **run.header(device=describe_device()),
         "preset": args.preset,
         "name": name,
         "config": config.to_dict(),
@@ -92,12 +82,10 @@ def main() -> int:
         "clean_uar": clean,
         "conditions": conditions,
         "drop_points": {k: round(100 * (clean - v), 1) for k, v in conditions.items()},
-        "folds": [{"fold": f["fold"], "clean": round(float(balanced_accuracy_score(f["y_true"], f["preds"]["clean"])),
-                                                      4)} for f in folds],
+        "folds": [{"fold": f["fold"], "clean": scores(f["y_true"], f["preds"]["clean"], config.classes)["uar"]}
+                  for f in folds],
     }
-    out = Path(args.results) / f"robustness_{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(args.results) / f"robustness_{name}.json", result)
     print(json.dumps({k: result[k] for k in ("preset", "clean_uar", "conditions", "wall_s")}))
     return 0
 

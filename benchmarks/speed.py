@@ -32,10 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-from recipe import DATA, RESULTS, ROOT
+from _harness import DATA, RESULTS, ROOT, Run, write_json
 
 SER = str(ROOT / ".venv" / "bin" / "ser")
 
@@ -60,13 +59,13 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=None, help="clips for the throughput figure (default: all)")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
+    run_ = Run("speed")
     import soundfile as sf
 
     model = ["--model", args.model] if args.model else []
     name = args.name or (Path(args.model).name if args.model else "default")
     clips = sorted(Path(args.data).rglob("*.flac"))
     one = str(clips[0])
-    start = time.perf_counter()
     cold = [run([SER, "predict", "-q", *model, one]) for _ in range(5)]
     n_clips = min(args.clips or len(clips), len(clips))
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,10 +91,7 @@ def main() -> int:
                                            "--out", str(Path(tmp) / "hour-emotions")])
         segments = json.loads((Path(tmp) / "hour-emotions.json").read_text())["segments"]
     result = {
-        "benchmark": "speed",
-        "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]),
-        "date": date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "gpu": None},
+        **run_.header(),
         "model": name,
         "model_path": args.model or "bundled default",
         "cold_predict_wall_s": round(statistics.median(w for w, _ in cold), 3),
@@ -107,11 +103,8 @@ def main() -> int:
         "timeline_1h_wall_s": round(timeline_wall, 1),
         "timeline_1h_peak_rss_mb": round(timeline_rss, 1),
         "timeline_1h_segments": len(segments),
-        "wall_s": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.results) / f"speed_{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(args.results) / f"speed_{name}.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -15,15 +15,12 @@ else the preset) — the same recipe, evaluated on held-out clips.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shlex
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
-from recipe import ROOT, recipe_config, recipe_parser
+from _harness import ROOT, Run, recipe_config, recipe_parser, setup_logging
 
 WHISPER_LICENSE = ("Speech encoder: OpenAI Whisper base (MIT license, Copyright (c) 2022 OpenAI), frozen; this "
                    "folder carries its encoder weights (encoder.npz: {}). ")
@@ -36,16 +33,18 @@ def main() -> int:
     parser = recipe_parser(__doc__, preset="robust", work=False)
     parser.add_argument("--out", default=str(ROOT / "src" / "ser" / "pretrained" / "default"))
     parser.add_argument("--card-only", action="store_true",
-                        help="keep the trained weights; refresh the quoted evaluation results, card and checksums")
+                        help="keep the trained weights; refresh the quoted evaluation results, the record of the "
+                             "training data (speakers, file digests of --data), card and checksums")
     parser.add_argument("--add-adapted-head", action="store_true",
                         help="keep the trained inductive head byte for byte; train and add the speaker-adapted head")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
+    run = Run("train")
 
     from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
     from ser.inference import Recognizer
-    from ser.training import describe_device, fit_final, train_recognizer
+    from ser.training import describe_device, fit_final, train_recognizer, training_data_record
 
     name = args.name or args.preset
     evaluation = {}
@@ -68,7 +67,9 @@ def main() -> int:
 
         out = Path(args.out)
         rec = Recognizer.load(out)
-        metadata = rec.metadata | {"evaluation": evaluation}
+        # What `ser evaluate --model` checks test data against (the bundled models: all 24 actors).
+        metadata = rec.metadata | {"evaluation": evaluation,
+                                   "training_data": training_data_record(load_dataset(args.data))}
         atomic_write_text(out / "metrics.json", json.dumps(metadata, indent=2) + "\n")
         atomic_write_text(out / "README.md", model_card(rec.config, metadata))
         write_checksums(out)
@@ -83,17 +84,19 @@ def main() -> int:
         config = rec.config.override({"speakers.adapted_head": True})
         adapted, _, norm = fit_final(clips, config, cache=FeatureCache(default_cache_dir()), adapted=True)
         metadata = rec.metadata | {"evaluation": evaluation}
-        metadata["training"] = metadata["training"] | {"adapted_head": (
-            f"{time.perf_counter() - start:.0f} s; python benchmarks/train_default.py " + shlex.join(sys.argv[1:]))}
-        out = rec.replace(config=config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
+        metadata["training"] = metadata["training"] | {
+            "adapted_head": f"{time.perf_counter() - start:.0f} s; {run.command}"}
+        out = rec.replace(config=config, metadata=metadata, adapted=adapted, speaker_norm=norm).save(
+            args.out, history=json.loads((Path(args.out) / "history.json").read_text()), force=True)
         print(f"{out}: adapted head added in {time.perf_counter() - start:.0f} s")
         return 0
     rec, history = train_recognizer(clips, config, cache=FeatureCache(default_cache_dir()))
     train_s = time.perf_counter() - start
     metadata = {
         "training": {"data": "RAVDESS speech, all 24 actors", "clips": len(clips), "epochs": len(history["loss"]),
-                     "train_s": round(train_s, 1), "device": describe_device(), "date": date.today().isoformat(),
-                     "command": "python benchmarks/train_default.py " + shlex.join(sys.argv[1:])},
+                     "train_s": round(train_s, 1), "device": describe_device(), "date": run.date,
+                     "command": run.command},
+        **rec.metadata,  # training_data and validation, recorded by train_recognizer
         "evaluation": evaluation,
         "data_license": (WHISPER_LICENSE.format(
             "int8, rounded per output channel" if config.features.encoder_precision == "int8"

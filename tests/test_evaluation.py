@@ -53,7 +53,8 @@ def test_evaluate_writes_a_complete_report(corpus, cache_dir, tmp_path):
     """si6 on the synthetic corpus: per-fold and pooled results, Markdown, plots and the config are saved."""
     clips = load_dataset(corpus)
     config = preset("tiny").override({"train.epochs": 2})
-    report = evaluate(clips, config, protocol="si6", out_dir=tmp_path, cache=FeatureCache(cache_dir), jobs=1)
+    report = evaluate(clips, config, protocol="si6", out_dir=tmp_path, cache=FeatureCache(cache_dir), jobs=1,
+                      partial_folds=True)
     assert report["protocol"] == "si6" and len(report["summary"]["folds"]) == 2
     for name in ("config.json", "report.json", "report.md", "confusion.png", "fold_1/curves.png"):
         assert (tmp_path / name).stat().st_size > 0, name

@@ -26,7 +26,7 @@ def test_si6_folds_are_the_emobox_actor_sets_and_disjoint(corpus):
     """Each si6 fold tests exactly its EmoBox actors and trains on none of them."""
     clips = load_dataset(corpus)
     speakers = speakers_of(clips)
-    folds = si6_folds(clips)
+    folds = si6_folds(clips, partial=True)
     assert [f.number for f in folds] == [1, 2]  # the corpus holds actors of folds 1 and 2 only
     for fold in folds:
         expected = {str(a) for a in SI6_FOLDS[fold.number - 1]}
@@ -87,7 +87,7 @@ def test_validation_speakers_come_from_the_training_side(corpus):
     """pick_validation draws whole speakers, only from the given training indices, reproducibly."""
     clips = load_dataset(corpus)
     speakers = speakers_of(clips)
-    fold = si6_folds(clips)[0]
+    fold = si6_folds(clips, partial=True)[0]
     fit_idx, val_idx = pick_validation(speakers, fold.train, n=1, seed=42)
     assert set(val_idx) <= set(fold.train) and not set(val_idx) & set(fit_idx)
     assert len(set(speakers[val_idx])) == 1 and not set(speakers[val_idx]) & set(speakers[fit_idx])
@@ -131,7 +131,7 @@ def test_cross_validate_saves_folds_and_resumes(corpus, cache_dir, tmp_path):
     """Finished folds are written to disk and reused, not retrained, by a second identical run."""
     clips = load_dataset(corpus)
     config = fast_config()
-    folds = make_folds(clips, "si6")
+    folds = make_folds(clips, "si6", partial=True)
     x, _ = prepare_features(clips, config, cache=FeatureCache(cache_dir), jobs=1)
     first = cross_validate(clips, config, folds, x=x, out_dir=tmp_path)
     saved = json.loads((tmp_path / "fold_1" / "result.json").read_text())
@@ -146,7 +146,7 @@ def test_cross_validate_saves_folds_and_resumes(corpus, cache_dir, tmp_path):
 def test_grid_search_chooses_on_inner_folds_only(corpus, cache_dir):
     """The grid is scored on training-side speakers; the table lists every candidate, best first."""
     clips = load_dataset(corpus)
-    fold = si6_folds(clips)[0]
+    fold = si6_folds(clips, partial=True)[0]
     config = fast_config()
     table = grid_search(clips, config, {"train.learning_rate": [0.003, 0.0001]}, train=fold.train, inner_folds=2,
                         cache=FeatureCache(cache_dir))

@@ -5,11 +5,11 @@ Two things live here, both on `Ray <https://docs.ray.io>`_ (the ``ray`` extra):
 * :func:`score_archive` (``ser batch``): files → a pool of Ray Data actors, each
   holding one loaded :class:`~ser.inference.Recognizer` that decodes, featurises and
   scores a chunk of files at a time (one stage: for the default model the speech
-  encoder is both the feature extractor and most of the cost, so it lives in the actor) → rows written by this process to Parquet (a folder
-  of part files), JSON lines or CSV. Bad files become rows with an error; a rerun
-  skips the files already in the output; a worker that dies has its chunk retried
-  (Ray Data restarts the actor) and no row is written twice, because only this
-  process writes, and it writes each source once.
+  encoder is both the feature extractor and most of the cost, so it lives in the actor)
+  → rows written by this process to Parquet (a folder of part files), JSON lines or CSV.
+  Bad files become rows with an error; a rerun skips the files already in the output;
+  a worker that dies has its chunk retried (Ray Data restarts the actor) and no row is
+  written twice, because only this process writes, and it writes each source once.
 * :func:`ray_executor`: an executor with the signature of
   :func:`ser.frontend.local_executor` that runs the same functions as Ray tasks, for
   feature extraction (:func:`ser.frontend.compute_features`), the folds of
@@ -300,7 +300,7 @@ class Scorer:
             results = rec.predict_files(paths, batch_size=self.batch_size, errors="return", jobs=1, groups=groups)
         except SERError:
             raise  # the model cannot adapt (no adapted head): a job-level error, not a file's
-        except Exception:  # noqa: BLE001 - an unforeseen failure: find the file, keep the others
+        except Exception:  # an unforeseen failure: find the file, keep the others
             log.exception("chunk failed; scoring its files one by one")
             results = [self._one(p, group) for p in paths]
         return [row(s, r, rec.classes) for s, r in zip(sources, results)]
@@ -367,7 +367,7 @@ class _LineWriter(_Writer):
         self.fmt = fmt
         new = not path.exists() or path.stat().st_size == 0
         try:
-            self.stream = open(path, "a", encoding="utf-8", newline="")
+            self.stream = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - open until close()
         except OSError as exc:
             raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
         if new and fmt == "csv":

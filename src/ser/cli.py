@@ -162,17 +162,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     metadata = {"training": {"data": ", ".join(map(str, args.data)), "clips": len(clips),
                              "speakers": len({c.speaker for c in clips}), "epochs_run": len(history["loss"]),
                              "train_s": round(time.perf_counter() - start, 1)}}
+    # train_recognizer recorded training_data (what `ser evaluate --model` checks against) and validation.
+    validation = recognizer.metadata.get("validation")
+    if validation:
+        metadata["training"]["validation_uar"] = round(validation["uar"], 4)
     if args.data_license:
         metadata["data_license"] = args.data_license
-    out = recognizer.replace(metadata=metadata).save(args.out, history=history, force=args.force)
-    print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs)")
+    out = recognizer.replace(metadata=recognizer.metadata | metadata).save(args.out, history=history,
+                                                                        force=args.force)
+    score = (f", validation UAR {validation['uar']:.3f}" + (" (near chance)" if validation["near_chance"] else "")
+             if validation else "")
+    print(f"{out}: model saved ({len(clips)} clips, {len(history['loss'])} epochs{score})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly(args.verbose)
     from ser.dataset import load_datasets
-    from ser.evaluation import confusion_text, evaluate
+    from ser.evaluation import confusion_text, evaluate, protocol_label
 
     clips = load_datasets(args.data)
     if args.model:
@@ -183,9 +190,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _ray_executor(args) as executor:
         report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
                           grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args),
-                          jobs=args.jobs, progress=not args.quiet, executor=executor)
+                          jobs=args.jobs, progress=not args.quiet, partial_folds=args.partial_folds,
+                          executor=executor)
     s = report["summary"]
     print(f"device: {report['device']}")
+    print(f"protocol: {protocol_label(report)}")
     for f in s["folds"]:
         print(f"fold {f['fold']} ({', '.join(f['test_speakers']) or 'mixed'}): accuracy {f['accuracy']:.3f}  "
               f"UAR {f['uar']:.3f}  macro-F1 {f['macro_f1']:.3f}")
@@ -194,7 +203,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"UAR {s['mean']['uar']:.3f} ± {s['std']['uar']:.3f}  "
               f"macro-F1 {s['mean']['macro_f1']:.3f} ± {s['std']['macro_f1']:.3f}")
     p = s["pooled"]
-    print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}  macro-F1 {p['macro_f1']:.3f}")
+    spread = f" ± {p['uar_std_over_draws']:.3f} (draws)" if "uar_std_over_draws" in p else ""
+    print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}{spread}  "
+          f"macro-F1 {p['macro_f1']:.3f}")
+    for key in ("baseline", "clean"):
+        if key in report:
+            b = report[key]
+            print(f"{b['what']}: accuracy {b['accuracy']:.3f}  UAR {b['uar']:.3f}  macro-F1 {b['macro_f1']:.3f}")
     print(confusion_text(p["confusion"], report["classes"]))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
@@ -211,7 +226,8 @@ def _score_model(args: argparse.Namespace, clips) -> int:
     if report["left_out"]["data_only"]:
         print("left out (data labels the model lacks): "
               + ", ".join(f"{k} {v}" for k, v in report["left_out"]["data_only"].items()))
-    print(f"accuracy {report['accuracy']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}")
+    mark = "  (NOT held out: see the warning)" if report["held_out"] is False else ""
+    print(f"accuracy {report['accuracy']:.3f}  UAR {report['uar']:.3f}  macro-F1 {report['macro_f1']:.3f}{mark}")
     print(confusion_text(report["confusion"], report["shared_labels"]))
     for line in report["failed"]:
         print(f"error: {line}", file=sys.stderr)
@@ -331,6 +347,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     import tempfile
 
+    from ser.quiet import FEATURE_LOGGERS, warnings_once
+
     if args.timeline:
         return _timeline(args)
     paths, manifest_speakers = _expand_inputs(args.inputs)
@@ -346,6 +364,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         groups = _adaptation_groups([paths[i] for i in todo], manifest_speakers)
     failed = 0
     with sink, contextlib.ExitStack() as stack:
+        stack.enter_context(warnings_once(*FEATURE_LOGGERS))  # "the first 1.0 s are silent" once, not per file
         # A temporary folder only for standard input, removed however the run ends (short of kill -9).
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ser-stdin-")) if "-" in args.inputs else None
         readable = [_stdin_to_file(tmp) if str(paths[i]) == "-" else paths[i] for i in todo]
@@ -483,7 +502,13 @@ def _load_recognizer(args: argparse.Namespace):
     folder = resolve_model(args.model)
     if args.runtime == "keras" or not (folder / ONNX_FILE).exists():
         _import_tensorflow_quietly(args.verbose)
-    return Recognizer.load(folder, runtime=args.runtime)
+    recognizer = Recognizer.load(folder, runtime=args.runtime)
+    if args.verbose:
+        from ser.frontend import describe_encoder
+
+        # Which encoder (numpy or ONNX Runtime) and precision computes the features: they differ per folder.
+        _say(f"{folder}: {describe_encoder(recognizer.encoder, recognizer.config)}")
+    return recognizer
 
 
 def _timeline(args: argparse.Namespace) -> int:
@@ -614,9 +639,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ser.serve import Limits, serve
+        from ser.serve.server import check_binding
+    except ImportError as exc:
+        raise SERError(f"ser serve needs the serve extra: pip install 'speech-emotion-recognition[serve]' "
+                       f"({exc.name or exc} is missing)") from None
+    token = args.token or os.environ.get("SER_TOKEN") or None
+    check_binding(args.host, token)  # before any model loads
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_files=args.max_files, max_timeline_s=args.max_timeline_s,
+                    max_stream_s=args.max_stream_s, max_streams=args.max_streams, max_queue=args.max_queue,
+                    max_batch=args.batch_size)
+    return serve(host=args.host, port=args.port, models=args.model or ["default", "fast"], token=token,
+                 cors=args.cors or (), limits=limits, speakers_dir=args.speakers_dir, runtime=args.runtime,
+                 workers=args.workers, access_log=not args.quiet, log_level="debug" if args.verbose else "info")
+
+
 # --- parser -----------------------------------------------------------------
 
 DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
+RAY_HELP = ("run feature extraction, folds and grid candidates as Ray tasks: on the cluster at ADDRESS (HOST:PORT, "
+            "ray://HOST:PORT, auto), or without ADDRESS on $RAY_ADDRESS or a local instance (the ray extra)")
 SPEAKERS_DIR_HELP = "folder of speaker profiles (default: $SER_SPEAKERS_DIR or ~/.local/share/ser/speakers)"
 
 
@@ -635,6 +679,20 @@ def _at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an integer of at least 2")
     return value
+
+
+def _protocol(text: str) -> str:
+    from ser.protocols import parse_protocol
+
+    try:
+        return parse_protocol(text).name
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+PROTOCOL_HELP = ("si6 (RAVDESS, all 24 actors), seed-split, group-kfold; speaker adaptation (beside them, never "
+                 "instead): si6-enrol, si6-adapt-K (e.g. si6-adapt-20), si6-adapt-all, si6-prior, channel-shift, or "
+                 "group-kfold-enrol, group-kfold-adapt-K ... for any corpus with speakers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -687,24 +745,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cross-validate a recipe under a protocol, or score a trained --model on a corpus")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--model", help="score this trained model folder on --data (no training; shared emotions only)")
-    p.add_argument("--protocol", choices=["si6", "seed-split", "group-kfold"])
+    p.add_argument("--protocol", type=_protocol, metavar="PROTOCOL", help=PROTOCOL_HELP)
+    p.add_argument("--partial-folds", action="store_true",
+                   help="let si6 run without all 24 RAVDESS actors (the report says partial)")
     p.add_argument("--folds", type=_at_least_two, default=5, help="k for group-kfold (at least 2)")
     p.add_argument("--grid", help="JSON grid {\"section.field\": [values]} searched inside each fold")
     p.add_argument("--inner-folds", type=_at_least_two, default=3,
                    help="speaker-grouped inner folds of the grid search (at least 2)")
     p.add_argument("--out", help="run folder (reports; finished folds are resumed)")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run feature extraction, folds and grid candidates as Ray tasks: on the cluster at ADDRESS "
-                   "(HOST:PORT, ray://HOST:PORT, auto), or without ADDRESS on $RAY_ADDRESS or a local instance "
-                   "(the ray extra)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help=RAY_HELP)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--grid", required=True, help="JSON grid {\"section.field\": [values]}")
     p.add_argument("--inner-folds", type=_at_least_two, default=3, help="speaker-grouped inner folds (at least 2)")
     p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run feature extraction, folds and grid candidates as Ray tasks: on the cluster at ADDRESS "
-                   "(HOST:PORT, ray://HOST:PORT, auto), or without ADDRESS on $RAY_ADDRESS or a local instance "
-                   "(the ray extra)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help=RAY_HELP)
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
     p.add_argument("inputs", nargs="*", metavar="FILE|DIR|GLOB|-",
@@ -779,6 +835,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "tflite", "keras"])
     p.add_argument("--out", help="file to write (default: <model name>.<format>)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("serve", parents=[common], help="HTTP service and web page (needs the serve extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR",
+                   help="model to serve, repeatable; the first is the default (default: default and fast)")
+    p.add_argument("--token", help="bearer token every /v1/ request must carry (default: $SER_TOKEN)")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this origin's pages to call the API")
+    p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body (default: 25)")
+    p.add_argument("--max-files", type=_positive_int, default=64, help="files per request (default: 64)")
+    p.add_argument("--max-timeline-s", type=float, default=7200.0, help="longest timeline recording (default: 7200)")
+    p.add_argument("--max-stream-s", type=float, default=3600.0, help="longest live stream (default: 3600)")
+    p.add_argument("--max-streams", type=_positive_int, default=8, help="live streams at once (default: 8)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="requests waiting per model before 503 + Retry-After (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="prediction threads per model (default: 1)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("doctor", parents=[common], help="versions, CPU, models and caches, for bug reports")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--full", action="store_true", help="also hash the Whisper encoder's weights (145 MB)")

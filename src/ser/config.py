@@ -96,6 +96,12 @@ class FeatureConfig:
         Weights of the whisper encoder: as published (float16 values computed in
         float32), or rounded to int8 per output channel, which is what a model
         folder can carry (an 18 MB export instead of 41 MB).
+    encoder_graph : {"none", "float32", "int8", "int8-linear", "int8-mlp", "int8-ffn-in"}
+        ``"none"``: the encoder runs in numpy (:class:`ser.encoders.WhisperEncoder`). Otherwise it
+        runs as an ONNX graph on ONNX Runtime (:mod:`ser.encoder_onnx`) at that precision: float32,
+        or a dynamic int8 variant (:data:`ser.encoder_onnx.INT8_VARIANTS`); the model folder then
+        carries the graph as ``encoder.onnx``. Needs ``encoder_precision="float32"`` (the graph is
+        built from the published weights; int8 graphs quantize them themselves).
     """
 
     kind: Literal["mfcc", "logmel", "whisper"] = "mfcc"
@@ -105,8 +111,12 @@ class FeatureConfig:
     hop_length: int = 512
     normalize: Literal["clip", "none"] = "clip"
     encoder_precision: Literal["float32", "int8"] = "float32"
+    encoder_graph: Literal["none", "float32", "int8", "int8-linear", "int8-mlp", "int8-ffn-in"] = "none"
 
     def __post_init__(self) -> None:
+        if self.encoder_graph != "none" and self.encoder_precision != "float32":
+            raise ConfigError(f"features.encoder_graph={self.encoder_graph!r}: expected "
+                              f"encoder_precision='float32', got {self.encoder_precision!r}")
         _check_range("features.n_mfcc", self.n_mfcc, 1, 128)
         _check_range("features.n_mels", self.n_mels, 8, 512)
         _check_range("features.n_fft", self.n_fft, 16, 16384)

@@ -414,13 +414,15 @@ def export_tflite(model: Any, path: str | os.PathLike) -> Path:
     import tensorflow as tf
 
     try:
-        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        with _converter_quiet():
+            data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     except Exception as first:  # noqa: BLE001 - the converter raises many types
         log.info("from_keras_model failed (%s); converting through a SavedModel", first)
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 model.export(tmp, format="tf_saved_model", verbose=False)
-                data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+                with _converter_quiet():
+                    data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
             except Exception as second:  # noqa: BLE001
                 raise ModelError(f"model {model.name!r}: TFLite conversion failed "
                                  f"(from_keras_model: {first}; from_saved_model: {second})") from None
@@ -457,3 +459,16 @@ def export_keras(model: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _converter_quiet():
+    """The TFLite converter prints its whole model (about 40 lines) to stdout and fd 2: hide both."""
+    import contextlib
+    import io
+
+    from ser.quiet import stderr_silenced
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(stderr_silenced())
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack

@@ -96,17 +96,38 @@ def local_executor(fn: Callable[..., R], items: Sequence[T], **shared) -> Iterat
 _ENCODER_LOCK = threading.Lock()
 
 
-def whisper_encoder(precision: str = "float32"):
-    """The Whisper-base encoder at ``precision``, loaded once per process (checksum verified)."""
+def whisper_encoder(precision: str = "float32", graph: str = "none"):
+    """The shared Whisper-base encoder, loaded once per process (checksum verified).
+
+    ``graph`` ``"none"``: the numpy encoder at ``precision``; otherwise the ONNX graph at that
+    precision (see ``FeatureConfig.encoder_graph``), built from the same weights.
+    """
     with _ENCODER_LOCK:  # feature threads ask for it at once: load it once, not once per thread
-        return _load_whisper_encoder(precision)
+        return _load_whisper_encoder(precision, graph)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_whisper_encoder(precision: str):
+def _load_whisper_encoder(precision: str, graph: str = "none"):
     from ser.encoders import WhisperEncoder
 
-    return WhisperEncoder.from_dir(precision=precision)
+    if graph == "none":
+        return WhisperEncoder.from_dir(precision=precision)
+    from ser.encoder_onnx import OnnxWhisperEncoder, encoder_graph_bytes
+
+    return OnnxWhisperEncoder(encoder_graph_bytes(precision=graph))
+
+
+def describe_encoder(encoder, config: Config) -> str:
+    """One line saying which encoder computes ``config``'s features (for ``ser predict --verbose``)."""
+    if config.features.kind != "whisper":
+        return f"features: {config.features.kind} (no speech encoder)"
+    if hasattr(encoder, "describe"):
+        return encoder.describe()
+    f = config.features
+    if encoder is None and f.encoder_graph != "none":
+        return f"Whisper encoder: ONNX Runtime {f.encoder_graph}, built from the shared weights"
+    where = "the model folder's encoder.npz" if encoder is not None else "the shared CTranslate2 weights"
+    return f"Whisper encoder: numpy float32 ({f.encoder_precision} weights, from {where})"
 
 
 def condition_audio(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
@@ -141,7 +162,7 @@ def featurize_many(ys: Sequence[np.ndarray], config: Config, *, encoder=None) ->
     if config.features.kind == "whisper":
         from ser.encoders import encode_waveform
 
-        encoder = encoder or whisper_encoder(config.features.encoder_precision)
+        encoder = encoder or whisper_encoder(config.features.encoder_precision, config.features.encoder_graph)
         return [stats_pool(encode_waveform(y[:size], encoder)) for y in ys]
     batch = np.stack([audio_mod.fix_length(y, size=size) for y in ys])
     return list(extract(batch, sr=a.sample_rate, config=config.features))

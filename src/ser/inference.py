@@ -296,12 +296,24 @@ class Recognizer:
         return self._prediction(self._scores(self.features(y, sr)[None], speaker)[0], seconds(y, sr), None)
 
     def features(self, y: np.ndarray, sr: int) -> np.ndarray:
-        """The embedding of an in-memory signal: the features the model's head reads.
+        """The model's input features of an in-memory signal: the embedding API.
 
-        For the ``default`` model, mean and standard deviation over the clip of every
-        hidden state of the Whisper-base encoder (``(7, 1024)``); for ``fast``, MFCCs
-        over time. Useful as an embedding for clustering, retrieval or your own
-        classifier; checked like :meth:`predict`'s input.
+        For the bundled ``default`` model (and any model of the ``accurate`` or ``robust``
+        recipe) this is an utterance embedding from the frozen Whisper-base encoder: for each
+        of its 7 hidden states (the input embedding and 6 layers), the mean and the standard
+        deviation over the clip's frames, shape ``(7, 1024)`` (``[:, :512]`` means,
+        ``[:, 512:]`` standard deviations), float32. Use it for clustering, retrieval or a
+        classifier of your own; ``x[-1, :512]`` (last layer, mean) is a common single vector.
+        For spectral models (``fast``) it is the MFCC or log-mel matrix,
+        ``(n_features, n_frames)``. :meth:`predict_features` scores these features.
+
+        Parameters
+        ----------
+        y : numpy.ndarray
+            Shape ``(n_samples,)`` or ``(n_samples, n_channels)``, any rate; checked like
+            :meth:`predict`'s input (too short, silent, longer than ``audio.max_duration``).
+        sr : int
+            Sample rate of ``y``.
 
         Returns
         -------

@@ -12,6 +12,8 @@ A model folder carries everything needed to use it::
     README.md       model card (data, protocol, metrics, license)
     encoder.npz     (encoder-feature models) the Whisper-base encoder, arrays only (38 MB float16,
                     or 19 MB int8 when trained with int8 weights)
+    encoder.onnx    (instead of encoder.npz, when config features.encoder_graph is not "none") the
+                    encoder as an ONNX graph at that precision, run by ONNX Runtime (ser.encoder_onnx)
     adapted.onnx    (optional) the speaker-adapted head, trained on features standardised per
     adapted.keras   speaker, and speakers.npz, the training speakers' prior and enrolment
     speakers.npz    correction (see ser.speakers); used only when speaker information is given
@@ -53,6 +55,8 @@ KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 #: The speech encoder a whisper-feature model carries (see ser.encoders.save_encoder).
 ENCODER_FILE = "encoder.npz"
+#: The same encoder as an ONNX graph (see ser.encoder_onnx); its precision is config features.encoder_graph.
+ENCODER_GRAPH_FILE = "encoder.onnx"
 CHECKSUMS = "SHA256SUMS"
 #: The speaker-adapted head and its statistics (see ser.speakers).
 ADAPTED_KERAS, ADAPTED_ONNX, SPEAKER_NORM = "adapted.keras", "adapted.onnx", "speakers.npz"
@@ -457,7 +461,9 @@ def _features_line(config: Config) -> str:
     extras = (f", silence trimmed at {a.trim_db:g} dB" if a.trim_db else "") + (", peak-normalised"
                                                                                 if a.peak_normalize else "")
     if f.kind == "whisper":
-        return (f"- features: frozen Whisper-base encoder ({f.encoder_precision} weights), all {WHISPER_HIDDEN_STATES} "
+        runs = (f"{f.encoder_precision} weights" if f.encoder_graph == "none"
+                else f"an ONNX graph on ONNX Runtime, {f.encoder_graph}")
+        return (f"- features: frozen Whisper-base encoder ({runs}), all {WHISPER_HIDDEN_STATES} "
                 f"hidden states, "
                 f"mean + std over the clip's own length (up to {a.duration:g} s){extras}")
     size = f"{f.n_mfcc} coefficients" if f.kind == "mfcc" else f"{f.n_mels} bands"
@@ -581,13 +587,51 @@ def read_model_folder(path: str | os.PathLike | None = None, *, runtime: str = "
             _check_keras_archive(folder / KERAS_FILE)
     else:
         model = _open_keras(folder / KERAS_FILE, config)
-    encoder = None
-    if _uses(folder, listed, ENCODER_FILE):
-        from ser.encoders import WhisperEncoder
-
-        encoder = _load_part(folder / ENCODER_FILE, WhisperEncoder.from_npz)
+    encoder = _read_encoder(folder, listed, config)
     return dict(model=model, config=config, metadata=metadata, path=folder, encoder=encoder, runner=runner,
                 adapted=adapted, speaker_norm=speaker_norm)
+
+
+def _read_encoder(folder: Path, listed: Mapping[str, str], config: Config):
+    """The encoder the folder carries (``encoder.onnx`` before ``encoder.npz``), or None."""
+    has_npz = _uses(folder, listed, ENCODER_FILE)
+    if _uses(folder, listed, ENCODER_GRAPH_FILE):
+        return _read_encoder_graph(folder, config, has_npz)
+    if not has_npz:
+        return None
+    from ser.encoders import WhisperEncoder
+
+    return _load_part(folder / ENCODER_FILE, WhisperEncoder.from_npz)
+
+
+def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
+    """``encoder.onnx`` on ONNX Runtime, its precision checked against ``config``.
+
+    Where ONNX Runtime cannot run the graph, the numpy encoder takes over: the folder's
+    ``encoder.npz`` if it has one, else (float32 graph) the graph's own weights, else the
+    shared CTranslate2 weights in float32 (an int8 graph's features are then only close).
+    """
+    from ser.encoder_onnx import OnnxWhisperEncoder
+
+    path = folder / ENCODER_GRAPH_FILE
+    wanted = config.features.encoder_graph
+    if wanted == "none":
+        raise ModelError(f"{path}: config.json says features.encoder_graph='none'; refusing an encoder it "
+                         "was not trained with")
+    fallback = None
+    if has_npz:
+        from ser.encoders import WhisperEncoder
+
+        fallback = lambda: WhisperEncoder.from_npz(folder / ENCODER_FILE)
+    elif wanted != "float32":
+        from ser.frontend import whisper_encoder
+
+        fallback = lambda: whisper_encoder("float32")
+    encoder = _load_part(path, OnnxWhisperEncoder, fallback=fallback)
+    if encoder.precision != ("float32" if wanted == "float32" else "int8"):
+        raise ModelError(f"{path}: a {encoder.precision} graph, but config.json says "
+                         f"features.encoder_graph={wanted!r}")
+    return encoder
 
 
 def write_model_folder(recognizer, path: str | os.PathLike, *, history: dict | None = None,
@@ -655,6 +699,16 @@ def _copy_or_write(source: Path | None, names: tuple[str, ...], tmp: Path, netwo
     export_onnx(network, tmp / onnx_name)
 
 
+def _write_encoder_graph(source: Path | None, tmp: Path, precision: str) -> None:
+    """``encoder.onnx``: copied from the folder read, else built from the shared weights."""
+    if source is not None and (source / ENCODER_GRAPH_FILE).exists():
+        shutil.copyfile(source / ENCODER_GRAPH_FILE, tmp / ENCODER_GRAPH_FILE)
+        return
+    from ser.encoder_onnx import save_encoder_graph
+
+    save_encoder_graph(tmp / ENCODER_GRAPH_FILE, precision=precision)
+
+
 def _write_files(rec, tmp: Path, *, history: dict | None, card: str | None) -> None:
     """Every file of ``rec``'s model folder, written into the (new, private) folder ``tmp``."""
     untouched = rec._model is None and rec.path is not None
@@ -669,7 +723,9 @@ def _write_files(rec, tmp: Path, *, history: dict | None, card: str | None) -> N
     config.save(tmp / "config.json")
     if config.features.kind == "whisper":
         # Carry the encoder, so the folder works without the CTranslate2 weights.
-        if rec.path is not None and (rec.path / ENCODER_FILE).exists():
+        if config.features.encoder_graph != "none":
+            _write_encoder_graph(rec.path, tmp, config.features.encoder_graph)
+        elif rec.path is not None and (rec.path / ENCODER_FILE).exists():
             shutil.copyfile(rec.path / ENCODER_FILE, tmp / ENCODER_FILE)
         else:
             from ser.encoders import save_encoder

@@ -21,12 +21,13 @@ import numpy as np
 
 from ser.augment import mask_spectrogram
 from ser.cache import FeatureCache
-from ser.frontend import compute_features, local_executor
 from ser.config import Config
 from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
+from ser.frontend import compute_features, local_executor
 from ser.labels import encode
-from ser.utils import atomic_write_text
+from ser.quiet import FEATURE_LOGGERS, import_keras, warnings_once
+from ser.utils import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +67,47 @@ def seed_split(clips: Sequence[Clip], *, test_size: float = 0.2, seed: int = 42)
     return [Fold(1, np.sort(train), np.sort(test))]
 
 
-def si6_folds(clips: Sequence[Clip]) -> list[Fold]:
-    """The ``si6`` protocol: EmoBox actor folds; folds with no clip of their actors are skipped."""
+def si6_folds(clips: Sequence[Clip], *, partial: bool = False) -> list[Fold]:
+    """The ``si6`` protocol: the six EmoBox actor folds of RAVDESS (all 24 actors needed).
+
+    Speakers other than RAVDESS actors 1-24 (another corpus trained alongside) are on the
+    training side of every fold.
+
+    Parameters
+    ----------
+    partial : bool
+        Accept data without all 24 actors: a fold whose actors are all missing is skipped,
+        and the others test on the actors present. Its figures are not comparable with si6.
+
+    Raises
+    ------
+    ManifestError
+        No RAVDESS actor in the data, or (without ``partial``) some of the 24 missing.
+    """
     speakers = speakers_of(clips)
+    present = set(speakers.tolist())
+    missing = [a for fold in SI6_FOLDS for a in fold if str(a) not in present]
+    if len(missing) == sum(len(f) for f in SI6_FOLDS):
+        raise ManifestError("si6 needs RAVDESS actors 1-24 as speakers; none found in the data")
+    if missing and not partial:
+        raise ManifestError(f"si6 needs all 24 RAVDESS actors; {len(missing)} missing "
+                            f"({', '.join(map(str, sorted(missing)))}): use group-kfold, or ask for partial "
+                            "folds (--partial-folds; not comparable with si6)")
     folds = []
     for number, actors in enumerate(SI6_FOLDS, start=1):
         names = tuple(str(a) for a in actors)
         test = np.flatnonzero(np.isin(speakers, names))
         if test.size == 0:
-            log.warning("si6 fold %d: none of actors %s in the data; skipped", number, actors)
+            log.info("si6 fold %d: none of actors %s in the data; skipped (partial folds)", number, actors)
             continue
         folds.append(Fold(number, np.flatnonzero(~np.isin(speakers, names)), test, names))
-    if not folds:
-        raise ManifestError("si6 needs RAVDESS actors 1-24 as speakers; none found in the data")
     return folds
+
+
+def si6_missing(clips: Sequence[Clip]) -> list[int]:
+    """The RAVDESS actors (1-24) of the si6 folds that ``clips`` lack."""
+    present = set(speakers_of(clips).tolist())
+    return sorted(a for fold in SI6_FOLDS for a in fold if str(a) not in present)
 
 
 def group_kfold(clips: Sequence[Clip], *, k: int = 5) -> list[Fold]:
@@ -95,12 +123,13 @@ def group_kfold(clips: Sequence[Clip], *, k: int = 5) -> list[Fold]:
     return out
 
 
-def make_folds(clips: Sequence[Clip], protocol: str, *, k: int = 5, seed: int = 42) -> list[Fold]:
-    """Folds of a named protocol: ``seed-split``, ``si6`` or ``group-kfold``."""
+def make_folds(clips: Sequence[Clip], protocol: str, *, k: int = 5, seed: int = 42,
+               partial: bool = False) -> list[Fold]:
+    """Folds of a named protocol: ``seed-split``, ``si6`` (``partial``: see :func:`si6_folds`) or ``group-kfold``."""
     if protocol == "seed-split":
         return seed_split(clips, seed=seed)
     if protocol == "si6":
-        return si6_folds(clips)
+        return si6_folds(clips, partial=partial)
     if protocol == "group-kfold":
         return group_kfold(clips, k=k)
     raise ConfigError(f"protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
@@ -128,12 +157,17 @@ def prepare_features(clips: Sequence[Clip], config: Config, *, cache: FeatureCac
     its own training clips; test and validation clips are always used clean.
     ``executor``: see :func:`ser.frontend.compute_features`.
     """
-    return compute_features([c.path for c in clips], config, copies=config.augment.copies, cache=cache,
-                            jobs=jobs, progress=progress, executor=executor)
+    with warnings_once(*FEATURE_LOGGERS):
+        return compute_features([c.path for c in clips], config, copies=config.augment.copies, cache=cache,
+                                jobs=jobs, progress=progress, executor=executor)
+
+
+#: Loggers whose per-file warnings a batch over many files says once (see :func:`ser.quiet.warnings_once`).
 
 
 def describe_device() -> str:
     """The device TensorFlow will train on, e.g. ``"GPU:0 (NVIDIA …)"`` or ``"CPU (2 cores)"``."""
+    import_keras()
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -196,7 +230,46 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
         model.name = f"member{k}"
         members.append(model)
         histories.append(history)
-    return ensemble_model(members), {**histories[0], "members": histories}
+    history = {**histories[0], "members": histories}
+    scores = [h["validation"] for h in histories if h.get("validation")]
+    if scores:
+        # Each member's validation speakers differ (its own seed) and trained the other members,
+        # so the ensemble has no clean validation set: the members' mean is what is recorded.
+        uar = float(np.mean([s["uar"] for s in scores]))
+        history["validation"] = {
+            "what": f"mean of the {len(scores)} members' scores on their own validation speakers",
+            "uar": uar, "accuracy": float(np.mean([s["accuracy"] for s in scores])),
+            "clips": scores[0]["clips"], "chance_uar": scores[0]["chance_uar"],
+            "near_chance": near_chance(uar, scores[0]["chance_uar"], scores[0]["clips"]),
+            "members": scores}
+    return ensemble_model(members), history
+
+
+def near_chance(uar: float, chance: float, n: int) -> bool:
+    """Whether a UAR on ``n`` clips is within two standard errors of chance (``1 / classes``).
+
+    A score below this line is what guessing gives on that many clips: the model has not
+    (measurably) learned anything that carries over to new speakers.
+    """
+    return uar < chance + 2.0 * math.sqrt(chance * (1.0 - chance) / max(n, 1))
+
+
+def validation_score(model, x: np.ndarray, y: np.ndarray, classes: Sequence[str],
+                     speakers: Sequence[str] = ()) -> dict:
+    """UAR and accuracy of ``model`` on validation clips ``x`` (class indices ``y``), with chance level.
+
+    Returns
+    -------
+    dict
+        ``speakers``, ``clips``, ``uar``, ``accuracy``, ``chance_uar`` (1 / classes present)
+        and ``near_chance`` (see :func:`near_chance`).
+    """
+    from ser.evaluation import metrics
+
+    m = metrics(y, predict_proba(model, x).argmax(axis=1), classes)
+    chance = 1.0 / len(np.unique(y))
+    return {"speakers": list(speakers), "clips": m["n"], "uar": m["uar"], "accuracy": m["accuracy"],
+            "chance_uar": chance, "near_chance": near_chance(m["uar"], chance, m["n"])}
 
 
 def enrol_mask(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
@@ -256,8 +329,7 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
 
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
              augmented: np.ndarray | None = None, progress: bool = False):
-    import keras
-
+    keras = import_keras()
     t = config.train
     n_classes = len(config.classes)
     fit_idx, val_idx = pick_validation(speakers, train, n=t.validation_speakers, seed=t.seed)
@@ -294,6 +366,9 @@ def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray,
     history["validation_speakers"] = sorted(set(speakers[val_idx].tolist()), key=lambda s: (len(s), s))
     if "val_loss" in history:
         history["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
+    if val_idx.size:
+        history["validation"] = validation_score(model, x[val_idx], y[val_idx], config.classes,
+                                                 history["validation_speakers"])
     return model, history
 
 
@@ -330,14 +405,82 @@ class _MaskedBatches:
 
 
 def predict_proba(model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities, shape ``(n, n_classes)``, float32."""
-    return np.asarray(model.predict(x[..., None], batch_size=batch_size, verbose=0), dtype=np.float32)
+    """Class probabilities, shape ``(n, n_classes)``, float32.
+
+    The model is called directly on each batch (as :class:`ser.inference.Recognizer` does):
+    ``model.predict`` builds a new ``tf.function`` for every model, and one per fold made
+    TensorFlow warn about "retracing" twice per evaluation.
+    """
+    keras = import_keras()
+    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size][..., None], training=False))
+             for i in range(0, len(x), batch_size)]
+    if not parts:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32)
 
 
-def _fold_digest(config: Config, clips: Sequence[Clip], fold: Fold) -> str:
+def changed_settings(config: Config) -> dict:
+    """The settings of ``config`` that differ from the defaults of their fields, by section.
+
+    ``{"name": "robust", "features": {"kind": "whisper"}, ...}``: a field added later at its
+    default leaves this (and every digest made from it) unchanged.
+    """
+    import dataclasses
+
+    def changed(obj) -> dict:
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                sub = changed(value)
+                if sub:
+                    out[f.name] = sub
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if value != default:
+                out[f.name] = value
+        return out
+
+    return json.loads(json.dumps(changed(config)))
+
+
+def fold_digest(config: Config, clips: Sequence[Clip], fold: Fold, *, extra=None) -> str:
+    """Digest of what determines a fold's result: the changed settings, its training and test files.
+
+    Settings left at their defaults are not part of it (see :func:`changed_settings`), so adding a
+    config field does not invalidate finished folds. ``extra`` (any JSON value: a grid, the rows of
+    a protocol) is digested with them.
+    """
+    payload = {"config": changed_settings(config), "train": [str(clips[i].path) for i in fold.train],
+               "test": [str(clips[i].path) for i in fold.test]}
+    if extra is not None:
+        payload["extra"] = extra
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _legacy_fold_digest(config: Config, clips: Sequence[Clip], fold: Fold) -> str:
+    # Before fold_digest: the whole config. Folds finished then are still reused by a rerun (as long
+    # as the config has the same fields); new folds are saved with fold_digest.
     payload = json.dumps({"config": config.to_dict(), "train": [str(clips[i].path) for i in fold.train],
                           "test": [str(clips[i].path) for i in fold.test]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def load_fold(path: Path | None, digests: Sequence[str]) -> dict | None:
+    """The one resume rule: a saved fold result is reused when its ``digest`` is one of ``digests``.
+
+    Anything else (no file, unreadable or damaged JSON, another digest) means: compute the fold again.
+    """
+    if path is None or not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: compute the fold again
+    if not isinstance(saved, dict) or saved.get("digest") not in digests:
+        return None
+    log.info("fold result reused: %s", path)
+    return saved
 
 
 def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold], *, x: np.ndarray,
@@ -361,20 +504,13 @@ def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold],
     results: list[dict | None] = []
     todo: list[tuple[int, Fold, str]] = []
     for fold in folds:
-        digest = _fold_digest(config, clips, fold) + (hashlib.sha256(json.dumps(grid, sort_keys=True).encode())
-                                                      .hexdigest() if grid else "")
+        grid_part = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest() if grid else ""
+        digest = fold_digest(config, clips, fold) + grid_part
         path = _fold_path(out_dir, fold)
-        results.append(None)
-        if path is not None and path.exists():
-            try:
-                saved = json.loads(path.read_text())
-                if saved.get("digest") == digest:
-                    log.info("fold %d: reusing %s", fold.number, path)
-                    results[-1] = {**saved, "resumed": True}
-                    continue
-            except (OSError, json.JSONDecodeError):
-                pass  # unreadable: train the fold again
-        todo.append((len(results) - 1, fold, digest))
+        saved = load_fold(path, (digest, _legacy_fold_digest(config, clips, fold) + grid_part))
+        results.append(None if saved is None else {**saved, "resumed": True})
+        if saved is None:
+            todo.append((len(results) - 1, fold, digest))
     execute = executor or local_executor
     done = execute(_fold_task, [(fold, digest) for _, fold, digest in todo], clips=clips, config=config, x=x,
                    augmented=augmented, grid=grid, inner_folds=inner_folds, cache=cache, progress=progress)
@@ -516,8 +652,51 @@ def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | No
     """
     x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
     y = encode([c.label for c in clips], config.classes)
-    return (fit_adapted if adapted else fit)(config, x, y, speakers_of(clips), np.arange(len(clips)),
-                                             augmented=augmented, progress=progress)
+    out = (fit_adapted if adapted else fit)(config, x, y, speakers_of(clips), np.arange(len(clips)),
+                                            augmented=augmented, progress=progress)
+    warn_if_near_chance(out[1], what="speaker-adapted head" if adapted else "model")
+    return out
+
+
+def warn_if_near_chance(history: dict, *, what: str = "model") -> bool:
+    """Log one warning line when the validation score in ``history`` is near chance; True if so."""
+    v = history.get("validation")
+    if not v or not v.get("near_chance"):
+        return False
+    log.warning("the %s's validation UAR %.3f on %d clips of %d held-out speakers is near chance (%.3f): it has "
+                "not learned what carries over to new voices; train on more speakers, or longer", what, v["uar"],
+                v["clips"], len(v.get("speakers") or history.get("validation_speakers") or ()), v["chance_uar"])
+    return True
+
+
+def qualified_speaker(clip: Clip) -> str:
+    """A speaker name that says its corpus (``ravdess:12``, ``crema-d:1001``); as given when unknown."""
+    speaker = clip.speaker or ""
+    corpus = (clip.meta or {}).get("corpus")
+    if speaker and corpus and ":" not in speaker:
+        return f"{corpus}:{speaker}"
+    return speaker
+
+
+#: Hex digits kept of each training file's SHA-256 in :func:`training_data_record` (64 bits).
+FILE_DIGEST_CHARS = 16
+
+
+def training_data_record(clips: Sequence[Clip]) -> dict:
+    """What a model folder records of its training data, so that scoring it can tell held-out data.
+
+    Returns
+    -------
+    dict
+        ``speakers``: sorted qualified speaker names (:func:`qualified_speaker`); ``files``: the
+        sorted first :data:`FILE_DIGEST_CHARS` hex digits of each file's SHA-256 (content, not path:
+        a copy elsewhere is still recognised); ``clips``: how many.
+    """
+    speakers = sorted({qualified_speaker(c) for c in clips if c.speaker},
+                      key=lambda s: (s.rpartition(":")[0], len(s), s))  # ravdess:2 before ravdess:10
+    files = sorted({sha256_file(c.path)[:FILE_DIGEST_CHARS] for c in clips})
+    return {"clips": len(clips), "speakers": speakers, "file_digest": f"sha256[:{FILE_DIGEST_CHARS}]",
+            "files": files}
 
 
 def train_recognizer(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
@@ -535,7 +714,10 @@ def train_recognizer(clips: Sequence[Clip], config: Config, *, cache: FeatureCac
     cache, jobs, progress
         As for :func:`fit_final`.
     metadata : dict, optional
-        Recorded in the model folder (``metrics.json``) and its card.
+        Recorded in the model folder (``metrics.json``) and its card, beside what this adds:
+        ``training_data`` (:func:`training_data_record`: training speakers and file digests, which
+        ``ser evaluate --model`` checks test data against) and ``validation`` (the validation score,
+        when the recipe holds out validation speakers; a near-chance score is warned about).
 
     Returns
     -------
@@ -550,4 +732,7 @@ def train_recognizer(clips: Sequence[Clip], config: Config, *, cache: FeatureCac
     adapted = norm = None
     if config.speakers.adapted_head:
         adapted, _, norm = fit_final(clips, config, cache=cache, jobs=jobs, adapted=True, progress=progress)
-    return Recognizer(model, config, metadata=metadata, adapted=adapted, speaker_norm=norm), history
+    recorded = {**(metadata or {}), "training_data": training_data_record(clips)}
+    if history.get("validation"):
+        recorded["validation"] = history["validation"]
+    return Recognizer(model, config, metadata=recorded, adapted=adapted, speaker_norm=norm), history
