@@ -311,9 +311,12 @@ def test_evaluate_and_grid_on_ray_equal_the_local_path(cluster, corpus, tmp_path
 
     # The synthetic corpus has 6 of the 24 actors: si6's folds 1 and 2 (partial folds).
     local = evaluate(clips, config, protocol="si6", out_dir=tmp_path / "local", partial_folds=True)
-    remote = _bounded(on_ray, evaluate, clips=clips, config=config, protocol="si6", out_dir=tmp_path / "ray",
-                      partial_folds=True)
-    assert remote["summary"]["pooled"] == local["summary"]["pooled"]
+    # Through the command line, as a user runs it.
+    assert _bounded(main, ["evaluate", "--data", str(corpus), "--config", "tiny", "--set", "train.epochs=3",
+                           "--protocol", "si6", "--partial-folds", "--out", str(tmp_path / "ray"), "--no-cache",
+                           "-q", "--ray", cluster.address]) == 0
+    remote = json.loads((tmp_path / "ray" / "report.json").read_text())
+    assert remote["summary"]["pooled"] == json.loads(json.dumps(local["summary"]["pooled"]))
     for k in (1, 2):
         a = json.loads((tmp_path / "local" / f"fold_{k}" / "result.json").read_text())
         b = json.loads((tmp_path / "ray" / f"fold_{k}" / "result.json").read_text())
