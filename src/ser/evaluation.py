@@ -209,7 +209,7 @@ def check_run_folder(out_dir: str | os.PathLike) -> Path:
 def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: str | os.PathLike,
              folds_k: int = 5, grid: dict | None = None, inner_folds: int = 3,
              cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
-             partial_folds: bool = False) -> dict:
+             partial_folds: bool = False, executor=None) -> dict:
     """Run a protocol end to end and write its report into ``out_dir``.
 
     Writes ``config.json``, ``report.json``, ``report.md``, ``confusion.png`` and
@@ -225,6 +225,10 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     partial_folds : bool
         Let ``si6`` (and its adaptation protocols) run without all 24 RAVDESS actors: the
         report then says ``"partial": true`` and names the missing actors.
+    executor : callable, optional
+        Runs the feature extraction and the folds of ``si6``, ``seed-split`` and ``group-kfold``
+        (:func:`ser.batch.ray_executor`: as Ray tasks, the same numbers as the default, local
+        path). Adaptation protocols run here.
 
     Returns
     -------
@@ -272,9 +276,9 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
         summary = {"pooled": result["pooled"], "folds": result["folds"], **_fold_spread(result["folds"])}
         extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean") if k in result}}
     else:
-        x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+        x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress, executor=executor)
         results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
-                                 inner_folds=inner_folds, cache=cache, progress=progress)
+                                 inner_folds=inner_folds, cache=cache, progress=progress, executor=executor)
         for r in results:
             plot_history(r["history"], out / f"fold_{r['fold']}" / "curves.png", title=f"fold {r['fold']}")
         summary = summarize(results, config.classes)
