@@ -17,7 +17,7 @@ from ser.dataset import Clip
 from ser.display import Report
 from ser.errors import ConfigError, ManifestError
 from ser.training import cross_validate, describe_device, make_folds, prepare_features, si6_missing
-from ser.utils import atomic_write_bytes, atomic_write_text
+from ser.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,63 +77,20 @@ def confusion_text(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     return "\n".join(lines)
 
 
-def _save_figure(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *,
                    title: str = "") -> Path:
-    """Save a confusion-matrix heat map (row-normalised colours, counts written) as PNG."""
-    import matplotlib
+    """Save a confusion-matrix heat map (row-normalised colours, counts written) as PNG (:func:`ser.plot.confusion`)."""
+    from ser import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
-    ax.set_title(title)
-    _save_figure(fig, Path(path))
+    plot.save(plot.confusion(confusion, classes, title=title), path, dpi=110)
     return Path(path)
 
 
 def plot_history(history: dict, path: str | os.PathLike, *, title: str = "") -> Path:
-    """Save training curves (loss and accuracy, validation if present) as PNG."""
-    import matplotlib
+    """Save training curves (loss and accuracy, validation if present) as PNG (:func:`ser.plot.curves`)."""
+    from ser import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        epochs = np.arange(1, len(history.get(key, [])) + 1)
-        ax.plot(epochs, history.get(key, []), label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], label="validation speakers")
-        if history.get("best_epoch"):
-            ax.axvline(history["best_epoch"], color="grey", ls="--", lw=1, label="best epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.legend()
-    fig.suptitle(title)
-    _save_figure(fig, Path(path))
+    plot.save(plot.curves(history, title=title), path, dpi=110)
     return Path(path)
 
 
