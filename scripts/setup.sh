@@ -11,6 +11,6 @@ fi
 stamp=.venv/.ser-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c "import ser" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev,serve]'
+    .venv/bin/python -m pip install --quiet -e '.[dev,serve,notebooks]'
     touch "$stamp"
 fi

@@ -187,9 +187,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.protocol or not args.out:
         raise ConfigError("evaluate: give --protocol and --out to cross-validate a recipe, or --model to score one")
     config = _config(args)
-    report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
-                      grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args), jobs=args.jobs,
-                      progress=not args.quiet, partial_folds=args.partial_folds)
+    with _ray_executor(args) as executor:
+        report = evaluate(clips, config, protocol=args.protocol, out_dir=args.out, folds_k=args.folds,
+                          grid=_read_grid(args.grid), inner_folds=args.inner_folds, cache=_cache(args),
+                          jobs=args.jobs, progress=not args.quiet, partial_folds=args.partial_folds,
+                          executor=executor)
     s = report["summary"]
     print(f"device: {report['device']}")
     print(f"protocol: {protocol_label(report)}")
@@ -238,8 +240,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from ser.training import grid_search, write_grid_table
 
     config = _config(args)
-    table = grid_search(load_datasets(args.data), config, _read_grid(args.grid), inner_folds=args.inner_folds,
-                        cache=_cache(args), progress=not args.quiet)
+    with _ray_executor(args) as executor:
+        table = grid_search(load_datasets(args.data), config, _read_grid(args.grid), inner_folds=args.inner_folds,
+                            cache=_cache(args), progress=not args.quiet, executor=executor)
     write_grid_table(table, args.out)
     from ser.config import Config
 
@@ -248,6 +251,22 @@ def cmd_grid(args: argparse.Namespace) -> int:
         print(f"{json.dumps(row['params'])}: inner UAR {row['uar_mean']:.3f} ± {row['uar_std']:.3f}")
     print(f"best: {json.dumps(table['best_params'])} -> {Path(args.out) / 'best_config.json'}")
     return 0
+
+
+def _ray_executor(args: argparse.Namespace):
+    """``--ray [ADDRESS]``: a connection and an executor of Ray tasks for the block; without it, None (local)."""
+    import contextlib
+
+    if args.ray is None:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def running():
+        from ser.batch import connect, ray_executor
+
+        with connect(args.ray or None):
+            yield ray_executor()
+    return running()
 
 
 # --- prediction -------------------------------------------------------------
@@ -521,6 +540,30 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``ser batch``: score files on Ray actors into a Parquet folder, JSON lines or CSV (resumed when rerun)."""
+    from ser.batch import check_address, remove_output, score_archive
+
+    check_address(args.ray or None)
+    paths, manifest_speakers = _expand_inputs(args.inputs)
+    if any(str(p) == "-" for p in paths):
+        raise UsageError("batch: standard input (-) is not supported; give files, folders, globs or manifests")
+    if not paths:
+        raise SERError(f"{', '.join(args.inputs)}: no audio files found")
+    if args.force:
+        remove_output(args.out)
+    groups = _adaptation_groups(paths, manifest_speakers) if args.adapt else None
+    s = score_archive([str(p) for p in paths], args.out, model=args.model or "default", runtime=args.runtime,
+                      groups=groups, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker, chunk=args.chunk, batch_size=args.batch_size,
+                      address=args.ray or None, progress=not args.quiet)
+    workers = f"{s['workers']} worker" + ("s" if s["workers"] != 1 else "")
+    print(f"{s['out']}: {s['written']} files scored ({s['failed']} with an error) in {s['wall_s']:.1f} s on "
+          f"{workers}" + (f"; {s['skipped']} of {s['total']} were already there" if s["skipped"] else ""),
+          file=sys.stderr)
+    return 1 if s["failed"] else 0
+
+
 def cmd_speakers_enrol(args: argparse.Namespace) -> int:
     from ser.speakers import enrol, profile_path
 
@@ -624,6 +667,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------
 
 DATA_HELP = "manifest CSV or corpus folder; repeat to combine several corpora"
+RAY_HELP = ("run feature extraction, folds and grid candidates as Ray tasks: on the cluster at ADDRESS (HOST:PORT, "
+            "ray://HOST:PORT, auto), or without ADDRESS on $RAY_ADDRESS or a local instance (the ray extra)")
 SPEAKERS_DIR_HELP = "folder of speaker profiles (default: $SER_SPEAKERS_DIR or ~/.local/share/ser/speakers)"
 
 
@@ -716,12 +761,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-folds", type=_at_least_two, default=3,
                    help="speaker-grouped inner folds of the grid search (at least 2)")
     p.add_argument("--out", help="run folder (reports; finished folds are resumed)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help=RAY_HELP)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", parents=[common, run], help="grid search on speaker-grouped inner folds")
     p.add_argument("--data", required=True, action="append", help=DATA_HELP)
     p.add_argument("--grid", required=True, help="JSON grid {\"section.field\": [values]}")
     p.add_argument("--inner-folds", type=_at_least_two, default=3, help="speaker-grouped inner folds (at least 2)")
     p.add_argument("--out", required=True, help="folder for grid.md, grid.json and best_config.json")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help=RAY_HELP)
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("predict", parents=[common], help="recognise the emotion in audio files or folders")
     p.add_argument("inputs", nargs="*", metavar="FILE|DIR|GLOB|-",
@@ -752,6 +799,28 @@ def build_parser() -> argparse.ArgumentParser:
                           "folder (with --timeline: per recording, once enough speech is seen)")
     p.add_argument("--speakers-dir", help=SPEAKERS_DIR_HELP)
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("batch", parents=[common], help="score an archive on a Ray cluster into Parquet, JSON lines "
+                       "or CSV (resumable; the ray extra)")
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB|MANIFEST.csv",
+                   help="audio files, folders (searched recursively), glob patterns, manifests (path[,speaker])")
+    p.add_argument("-o", "--out", required=True, metavar="RESULTS.parquet|.jsonl|.csv",
+                   help="results: a .parquet folder of part files, JSON lines or CSV; a rerun skips the files "
+                        "already in it")
+    p.add_argument("--force", action="store_true", help="start over: remove an earlier --out first")
+    p.add_argument("--model", help="bundled model (default, fast) or a model folder every node can read")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "keras"], help=argparse.SUPPRESS)
+    p.add_argument("--adapt", action="store_true",
+                   help="adapt to each speaker without labels: per manifest speaker, else per folder")
+    p.add_argument("--ray", metavar="ADDRESS", help="the cluster: HOST:PORT, ray://HOST:PORT or auto "
+                   "(default: $RAY_ADDRESS, else a local instance with every core)")
+    p.add_argument("--workers", type=_positive_int, help="actors, each holding one model (default: the cluster's "
+                   "CPUs / --cpus-per-worker)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor reserves (default: 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor reserves (default: 0)")
+    p.add_argument("--chunk", type=_positive_int, help="files per task (default: 16 for encoder models, 256 for "
+                   "spectral ones)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per model call (default: 32)")
+    p.set_defaults(func=cmd_batch)
     speakers = sub.add_parser("speakers", help="enrol, list or remove speaker profiles")
     ssub = speakers.add_subparsers(dest="speakers_command", required=True)
     p = ssub.add_parser("enrol", parents=[common], help="enrol a speaker from a few calm recordings")
@@ -853,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
 
 #: Optional dependencies → the extra that installs them (pyproject.toml).
 _EXTRAS = {"tensorflow": "train", "keras": "train", "onnx": "train", "sklearn": "train", "audiomentations": "train",
-           "matplotlib": "plot"}
+           "matplotlib": "plot", "ray": "ray", "pyarrow": "ray"}
 
 
 def _silence_stdout() -> None:

@@ -14,9 +14,10 @@ import numpy as np
 from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
+from ser.display import Report
 from ser.errors import ConfigError, ManifestError
 from ser.training import cross_validate, describe_device, make_folds, prepare_features, si6_missing
-from ser.utils import atomic_write_bytes, atomic_write_text
+from ser.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,63 +77,20 @@ def confusion_text(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     return "\n".join(lines)
 
 
-def _save_figure(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *,
                    title: str = "") -> Path:
-    """Save a confusion-matrix heat map (row-normalised colours, counts written) as PNG."""
-    import matplotlib
+    """Save a confusion-matrix heat map (row-normalised colours, counts written) as PNG (:func:`ser.plot.confusion`)."""
+    from ser import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
-    ax.set_title(title)
-    _save_figure(fig, Path(path))
+    plot.save(plot.confusion(confusion, classes, title=title), path, dpi=110)
     return Path(path)
 
 
 def plot_history(history: dict, path: str | os.PathLike, *, title: str = "") -> Path:
-    """Save training curves (loss and accuracy, validation if present) as PNG."""
-    import matplotlib
+    """Save training curves (loss and accuracy, validation if present) as PNG (:func:`ser.plot.curves`)."""
+    from ser import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        epochs = np.arange(1, len(history.get(key, [])) + 1)
-        ax.plot(epochs, history.get(key, []), label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], label="validation speakers")
-        if history.get("best_epoch"):
-            ax.axvline(history["best_epoch"], color="grey", ls="--", lw=1, label="best epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.legend()
-    fig.suptitle(title)
-    _save_figure(fig, Path(path))
+    plot.save(plot.curves(history, title=title), path, dpi=110)
     return Path(path)
 
 
@@ -208,7 +166,7 @@ def check_run_folder(out_dir: str | os.PathLike) -> Path:
 def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: str | os.PathLike,
              folds_k: int = 5, grid: dict | None = None, inner_folds: int = 3,
              cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
-             partial_folds: bool = False) -> dict:
+             partial_folds: bool = False, executor=None) -> dict:
     """Run a protocol end to end and write its report into ``out_dir``.
 
     Writes ``config.json``, ``report.json``, ``report.md``, ``confusion.png`` and
@@ -224,13 +182,17 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     partial_folds : bool
         Let ``si6`` (and its adaptation protocols) run without all 24 RAVDESS actors: the
         report then says ``"partial": true`` and names the missing actors.
+    executor : callable, optional
+        Runs the feature extraction and the folds of ``si6``, ``seed-split`` and ``group-kfold``
+        (:func:`ser.batch.ray_executor`: as Ray tasks, the same numbers as the default, local
+        path). Adaptation protocols run here.
 
     Returns
     -------
-    dict
-        The report: protocol, config, device, machine, wall time and ``summary``
-        (see :func:`summarize`); adaptation protocols add ``baseline`` (the inductive head
-        on the same clips) and, for channel shift, ``clean``.
+    Report
+        The report (a dict; it shows as tables in Jupyter): protocol, config, device,
+        machine, wall time and ``summary`` (see :func:`summarize`); adaptation protocols add
+        ``baseline`` (the inductive head on the same clips) and, for channel shift, ``clean``.
 
     Raises
     ------
@@ -271,9 +233,9 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
         summary = {"pooled": result["pooled"], "folds": result["folds"], **_fold_spread(result["folds"])}
         extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean") if k in result}}
     else:
-        x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
+        x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress, executor=executor)
         results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
-                                 inner_folds=inner_folds, cache=cache, progress=progress)
+                                 inner_folds=inner_folds, cache=cache, progress=progress, executor=executor)
         for r in results:
             plot_history(r["history"], out / f"fold_{r['fold']}" / "curves.png", title=f"fold {r['fold']}")
         summary = summarize(results, config.classes)
@@ -288,7 +250,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
     atomic_write_text(out / "report.md", render_markdown(report))
     plot_confusion(summary["pooled"]["confusion"], config.classes, out / "confusion.png",
                    title=f"{protocol}, pooled (UAR {summary['pooled']['uar']:.3f})")
-    return report
+    return Report(report)  # a dict that shows as tables in Jupyter
 
 
 def _fold_spread(folds: list[dict]) -> dict:
@@ -359,9 +321,10 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
 
     Returns
     -------
-    dict
-        ``shared_labels``, ``left_out`` (``{"model_only": [...], "data_only": {label: n}}``),
-        ``failed`` files, and the metrics of :func:`metrics` over the shared labels.
+    Report
+        A dict (shown as tables in Jupyter): ``shared_labels``, ``left_out``
+        (``{"model_only": [...], "data_only": {label: n}}``), ``failed`` files, and the
+        metrics of :func:`metrics` over the shared labels.
     """
     from collections import Counter
 
@@ -420,4 +383,4 @@ def score_model(recognizer, clips: Sequence[Clip], *, out_dir: str | os.PathLike
                  "```", confusion_text(report["confusion"], shared), "```", ""]
         atomic_write_text(out / "report.md", "\n".join(lines))
         plot_confusion(report["confusion"], shared, out / "confusion.png", title=f"UAR {report['uar']:.3f}")
-    return report
+    return Report(report)  # a dict that shows as tables in Jupyter

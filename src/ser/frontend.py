@@ -82,6 +82,17 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, jobs: int | None =
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def local_executor(fn: Callable[..., R], items: Sequence[T], **shared) -> Iterator[R]:
+    """``fn(item, **shared)`` for each item, in this thread, in order: the executor of training's work.
+
+    :func:`ser.batch.ray_executor` has the same signature and runs the same calls as
+    Ray tasks (``--ray``); :func:`compute_features`, :func:`ser.training.cross_validate`
+    and :func:`ser.training.grid_search` take either.
+    """
+    for item in items:
+        yield fn(item, **shared)
+
+
 _ENCODER_LOCK = threading.Lock()
 
 
@@ -360,7 +371,8 @@ def _clip_task(args: tuple[str, Config, int, FeatureCache, str | None]) -> list[
 
 def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copies: int = 0,
                      cache: FeatureCache | None = None, jobs: int | None = None, progress: bool = False,
-                     condition: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     condition: str | None = None, executor: Callable[..., Iterator] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of many files for training, from the cache where possible.
 
     Parameters
@@ -380,6 +392,10 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
     condition : str, optional
         A recording condition of :data:`ser.augment.CONDITIONS` applied to every
         file before its features (for robustness tests).
+    executor : callable, optional
+        Runs the per-file work instead of :func:`parallel_map` on ``jobs`` threads:
+        :func:`ser.batch.ray_executor` for Ray tasks (the same function per file, so
+        the same features and cache entries).
 
     Returns
     -------
@@ -400,7 +416,8 @@ def compute_features(paths: Sequence[str | os.PathLike], config: Config, *, copi
     cache = cache if cache is not None else FeatureCache(None)
     tasks = [(str(p), config, copies, cache, condition) for p in paths]
     bar = dict(total=len(tasks), disable=not progress, desc="features", unit="clip")
-    results = list(tqdm(parallel_map(_clip_task, tasks, jobs=jobs, min_items=16), **bar))
+    work = executor(_clip_task, tasks) if executor else parallel_map(_clip_task, tasks, jobs=jobs, min_items=16)
+    results = list(tqdm(work, **bar))
     clean = np.stack([r[0] for r in results]).astype(np.float32)
     augmented = np.stack([np.stack(r[1:]) for r in results]).astype(np.float32) if copies else None
     return clean, augmented

@@ -59,6 +59,12 @@ class Prediction:
         return {"source": self.source, "label": self.label, "confidence": round(self.confidence, 6),
                 "duration": round(self.duration, 3), "scores": {k: round(v, 6) for k, v in self.scores.items()}}
 
+    def _repr_html_(self) -> str:
+        # Jupyter shows a prediction as its scores with bars (ser.display).
+        from ser.display import prediction_html
+
+        return prediction_html(self)
+
 
 class Recognizer:
     """A trained emotion classifier with the exact feature pipeline it was trained with.
@@ -398,11 +404,14 @@ class Recognizer:
 
         Returns
         -------
-        list
-            One :class:`Prediction` (or, with ``errors="return"``, error) per path, in order.
+        ser.display.Predictions
+            A list: one :class:`Prediction` (or, with ``errors="return"``, error) per path, in
+            order; it shows as a table in Jupyter.
         """
-        return list(self.iter_predict_files(paths, batch_size=batch_size, progress=progress, errors=errors,
-                                            jobs=jobs, speaker=speaker, groups=groups))
+        from ser.display import Predictions
+
+        return Predictions(self.iter_predict_files(paths, batch_size=batch_size, progress=progress, errors=errors,
+                                                   jobs=jobs, speaker=speaker, groups=groups))
 
     def iter_predict_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32,
                            progress: bool = False, errors: str = "raise", jobs: int | None = None, speaker=None,

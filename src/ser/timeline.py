@@ -329,6 +329,33 @@ class Segment:
                 "confidence": round(self.confidence, 6),
                 "scores": {k: round(v, 6) for k, v in self.scores.items()}}
 
+    def _repr_html_(self) -> str:
+        # Jupyter shows a segment like a prediction, headed by its times (ser.display).
+        from ser.display import prediction_html
+
+        return prediction_html(self, heading=f"{self.start:.2f}-{self.end:.2f} s")
+
+
+class Timeline(list):
+    """The segments of one recording, in time order, as :func:`timeline` returns them.
+
+    A plain list of :class:`Segment` that also knows the recording's ``duration`` (seconds),
+    ``source`` and the model's ``classes``, so it can draw itself: it shows as its plot in
+    Jupyter (see :func:`ser.plot.timeline`).
+    """
+
+    def __init__(self, segments=(), *, duration: float | None = None, source: str | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__(segments)
+        self.duration = duration
+        self.source = source
+        self.classes = tuple(classes) if classes is not None else None
+
+    def _repr_png_(self) -> bytes:
+        from ser import plot
+
+        return plot.to_png(plot.timeline(self))
+
 
 #: Longest segment handed to the recognizer when neither the caller nor the model says otherwise.
 MAX_SEGMENT = 10.0
@@ -386,9 +413,10 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
 
     Returns
     -------
-    list of Segment
-        In time order. Segments the recognizer refuses with :class:`AudioError` (e.g. silent)
-        are left out and logged.
+    Timeline
+        A list of :class:`Segment` in time order, with the recording's duration and source.
+        Segments the recognizer refuses with :class:`AudioError` (e.g. silent) are left out
+        and logged.
 
     Raises
     ------
@@ -437,7 +465,7 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
             pending.append((a, b, buffer[a - base:b - base].copy()))
         if pending and (last or not batched or len(pending) >= batch_size):
             skipped += _recognise_batch(pending, recognizer, sr, segments, running=running, adapt_after=adapt_after,
-                             batched=batched, jobs=jobs, source=path)
+                                        batched=batched, jobs=jobs, source=path)
             pending.clear()
 
     with tqdm(total=round(total, 1), disable=not progress, desc="timeline", unit="s",
@@ -452,7 +480,8 @@ def timeline(path: str | os.PathLike, recognizer: SupportsPredict, *, sr: int | 
             bar.update(min(block.size / sr, bar.total - bar.n))
         recognise(vad._flush(), last=True)
     log.info("%s: %.1f s, %d speech segments recognised, %d skipped", path, total, len(segments), skipped)
-    return segments
+    classes = getattr(recognizer, "classes", None)
+    return Timeline(segments, duration=total, source=str(path), classes=classes)
 
 
 def _recognise_batch(batch: list[tuple[int, int, np.ndarray]], recognizer, sr: int, segments: list, *,
@@ -529,17 +558,12 @@ def _csv_text(segments: Sequence[Segment], *, classes: Sequence[str] | None) -> 
     return buf.getvalue()
 
 
-#: Row lengths for long plots: the shortest that needs at most `_MAX_ROWS` rows is used.
-_ROW_SECONDS = (120, 300, 600, 900, 1800, 3600, 7200, 14400)
-_MAX_ROWS = 12
-
-
 def plot_timeline(segments: Sequence[Segment], path: str | os.PathLike, *, classes: Sequence[str],
                   duration: float, title: str = "") -> Path:
     """Save a PNG timeline: one coloured bar per segment, height = confidence.
 
     Recordings longer than two minutes are wrapped over several rows (at most 12) so that short
-    segments stay visible.
+    segments stay visible. The figure is :func:`ser.plot.timeline`'s.
 
     Parameters
     ----------
@@ -558,58 +582,10 @@ def plot_timeline(segments: Sequence[Segment], path: str | os.PathLike, *, class
 
 
 def _png_bytes(segments: Sequence[Segment], *, classes: Sequence[str], duration: float, title: str) -> bytes:
-    import matplotlib
+    from ser import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter
-
-    duration = max(float(duration), max((s.end for s in segments), default=0.0), 1e-3)
-    names = list(classes) + sorted({s.label for s in segments} - set(classes))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    colours = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
-    row = duration if duration <= _ROW_SECONDS[0] else next(
-        (r for r in _ROW_SECONDS if duration / r <= _MAX_ROWS), math.ceil(duration / _MAX_ROWS))
-    rows = max(1, math.ceil(duration / row - 1e-9))
-    # Constrained layout keeps the title and the legend above the rows without manual offsets.
-    fig, axes = plt.subplots(rows, 1, figsize=(12, 1.3 + (1.1 * rows if rows > 1 else 1.5)), squeeze=False,
-                             sharey=True, layout="constrained")
-    clock = FuncFormatter(lambda t, _: _clock(t))
-    for r, ax in enumerate(axes[:, 0]):
-        lo, hi = r * row, (r + 1) * row
-        for s in segments:
-            if s.end <= lo or s.start >= hi:
-                continue
-            a, b = max(s.start, lo), min(s.end, hi)
-            ax.bar(a, s.confidence, width=b - a, align="edge", color=colours[s.label],
-                   edgecolor="white", linewidth=0.3)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(0, 1)
-        ax.set_yticks([0, 0.5, 1])
-        ax.xaxis.set_major_formatter(clock)
-        ax.grid(axis="x", color="0.85", linewidth=0.6)
-        ax.set_axisbelow(True)
-        # Grey out the part of the last row after the end of the recording.
-        if hi > duration:
-            ax.axvspan(duration, hi, color="0.93", linewidth=0)
-    axes[rows // 2, 0].set_ylabel("confidence")
-    axes[-1, 0].set_xlabel("time (h:mm:ss)" if duration >= 3600 else "time (m:ss)")
-    handles = [Patch(color=colours[n], label=n) for n in names]
-    fig.legend(handles=handles, loc="outside right upper", frameon=False, title="emotion")
-    heading = title or "emotion timeline"
-    fig.suptitle(f"{heading} — {len(segments)} speech segments, {_clock(duration)}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _clock(t: float) -> str:
-    t = int(round(t))
-    h, rest = divmod(t, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    fig = plot.timeline(list(segments), duration=duration, classes=classes, title=title or "emotion timeline")
+    return plot.to_png(fig, dpi=110)
 
 
 def save_timeline(segments: Sequence[Segment], stem: str | os.PathLike, *, source: str | os.PathLike | None,

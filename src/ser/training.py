@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from ser.cache import FeatureCache
 from ser.config import Config
 from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
-from ser.frontend import compute_features
+from ser.frontend import compute_features, local_executor
 from ser.labels import encode
 from ser.quiet import FEATURE_LOGGERS, import_keras, warnings_once
 from ser.utils import atomic_write_text, sha256_file
@@ -149,15 +149,17 @@ def pick_validation(speakers: np.ndarray, train: np.ndarray, *, n: int, seed: in
 
 
 def prepare_features(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | None = None,
-                     jobs: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                     jobs: int | None = None, progress: bool = False,
+                     executor: Callable[..., Iterator] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Clean features of every clip and, if augmentation is on, its augmented copies.
 
     Copies are made for every clip, but a fold only ever trains on the copies of
     its own training clips; test and validation clips are always used clean.
+    ``executor``: see :func:`ser.frontend.compute_features`.
     """
     with warnings_once(*FEATURE_LOGGERS):
         return compute_features([c.path for c in clips], config, copies=config.augment.copies, cache=cache,
-                                jobs=jobs, progress=progress)
+                                jobs=jobs, progress=progress, executor=executor)
 
 
 #: Loggers whose per-file warnings a batch over many files says once (see :func:`ser.quiet.warnings_once`).
@@ -484,13 +486,14 @@ def load_fold(path: Path | None, digests: Sequence[str]) -> dict | None:
 def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold], *, x: np.ndarray,
                    augmented: np.ndarray | None = None, out_dir: str | os.PathLike | None = None,
                    grid: dict | None = None, inner_folds: int = 3, cache: FeatureCache | None = None,
-                   progress: bool = False) -> list[dict]:
+                   progress: bool = False, executor: Callable[..., Iterator] | None = None) -> list[dict]:
     """Train on each fold's training side and predict its test clips.
 
     With ``out_dir``, each finished fold is saved as ``fold_N/result.json`` and
     reused on a rerun with the same config and split (resume). With ``grid``, the
     config of each fold is chosen by :func:`grid_search` on that fold's training
-    speakers only.
+    speakers only. ``executor`` runs the folds (default: one after the other here;
+    :func:`ser.batch.ray_executor`: as Ray tasks, the same computation per fold).
 
     Returns
     -------
@@ -498,41 +501,59 @@ def cross_validate(clips: Sequence[Clip], config: Config, folds: Sequence[Fold],
         Per fold: ``fold``, ``test_speakers``, ``paths``, ``y_true``, ``probs``,
         ``history``, ``config`` (the one used) and ``train_s``.
     """
-    import time
-
-    y = encode([c.label for c in clips], config.classes)
-    speakers = speakers_of(clips)
-    results = []
+    results: list[dict | None] = []
+    todo: list[tuple[int, Fold, str]] = []
     for fold in folds:
         grid_part = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest() if grid else ""
         digest = fold_digest(config, clips, fold) + grid_part
-        path = Path(out_dir) / f"fold_{fold.number}" / "result.json" if out_dir else None
+        path = _fold_path(out_dir, fold)
         saved = load_fold(path, (digest, _legacy_fold_digest(config, clips, fold) + grid_part))
-        if saved is not None:
-            results.append({**saved, "resumed": True})
-            continue
-        start = time.perf_counter()
-        fold_config, fold_x, fold_aug = config, x, augmented
-        if grid:
-            table = grid_search(clips, config, grid, train=fold.train, inner_folds=inner_folds, cache=cache)
-            fold_config = Config.from_dict(table["best_config"])
-            if path is not None:
+        results.append(None if saved is None else {**saved, "resumed": True})
+        if saved is None:
+            todo.append((len(results) - 1, fold, digest))
+    execute = executor or local_executor
+    done = execute(_fold_task, [(fold, digest) for _, fold, digest in todo], clips=clips, config=config, x=x,
+                   augmented=augmented, grid=grid, inner_folds=inner_folds, cache=cache, progress=progress)
+    for (slot, fold, _), (result, table) in zip(todo, done):
+        path = _fold_path(out_dir, fold)
+        if path is not None:  # each fold as soon as it is known: a killed run keeps the finished ones
+            if table is not None:
                 write_grid_table(table, path.parent)
-            fold_x, fold_aug = prepare_features(clips, fold_config, cache=cache)
-        log.info("fold %d: training on %d clips, testing on %d (speakers %s)", fold.number, fold.train.size,
-                 fold.test.size, ", ".join(fold.test_speakers) or "mixed")
-        model, history = fit(fold_config, fold_x, y, speakers, fold.train, augmented=fold_aug, progress=progress)
-        probs = predict_proba(model, fold_x[fold.test])
-        result = {
-            "fold": fold.number, "test_speakers": list(fold.test_speakers),
-            "paths": [str(clips[i].path) for i in fold.test], "y_true": y[fold.test].tolist(),
-            "probs": np.round(probs, 6).tolist(), "history": history, "config": fold_config.to_dict(),
-            "train_s": round(time.perf_counter() - start, 1), "digest": digest,
-        }
-        if path is not None:
             atomic_write_text(path, json.dumps(result) + "\n")
-        results.append(result)
-    return results
+        results[slot] = result
+    return results  # type: ignore[return-value]
+
+
+def _fold_path(out_dir, fold: Fold) -> Path | None:
+    return Path(out_dir) / f"fold_{fold.number}" / "result.json" if out_dir else None
+
+
+def _fold_task(item: tuple[Fold, str], *, clips: Sequence[Clip], config: Config, x: np.ndarray,
+               augmented: np.ndarray | None, grid: dict | None, inner_folds: int, cache: FeatureCache | None,
+               progress: bool) -> tuple[dict, dict | None]:
+    """One fold of :func:`cross_validate`: (grid search,) fit, predict its test clips → (result, grid table)."""
+    import time
+
+    fold, digest = item
+    y = encode([c.label for c in clips], config.classes)
+    speakers = speakers_of(clips)
+    start = time.perf_counter()
+    fold_config, fold_x, fold_aug, table = config, x, augmented, None
+    if grid:
+        table = grid_search(clips, config, grid, train=fold.train, inner_folds=inner_folds, cache=cache)
+        fold_config = Config.from_dict(table["best_config"])
+        fold_x, fold_aug = prepare_features(clips, fold_config, cache=cache)
+    log.info("fold %d: training on %d clips, testing on %d (speakers %s)", fold.number, fold.train.size,
+             fold.test.size, ", ".join(fold.test_speakers) or "mixed")
+    model, history = fit(fold_config, fold_x, y, speakers, fold.train, augmented=fold_aug, progress=progress)
+    probs = predict_proba(model, fold_x[fold.test])
+    result = {
+        "fold": fold.number, "test_speakers": list(fold.test_speakers),
+        "paths": [str(clips[i].path) for i in fold.test], "y_true": y[fold.test].tolist(),
+        "probs": np.round(probs, 6).tolist(), "history": history, "config": fold_config.to_dict(),
+        "train_s": round(time.perf_counter() - start, 1), "digest": digest,
+    }
+    return result, table
 
 
 def expand_grid(grid: dict) -> list[dict]:
@@ -547,12 +568,15 @@ def expand_grid(grid: dict) -> list[dict]:
 
 
 def grid_search(clips: Sequence[Clip], config: Config, grid: dict, *, train: np.ndarray | None = None,
-                inner_folds: int = 3, cache: FeatureCache | None = None, progress: bool = False) -> dict:
+                inner_folds: int = 3, cache: FeatureCache | None = None, progress: bool = False,
+                executor: Callable[..., Iterator] | None = None) -> dict:
     """Choose config overrides by speaker-grouped inner cross-validation.
 
     Only clips in ``train`` are used (default: all): their speakers are split
     into ``inner_folds`` groups; each candidate is trained on the others and
-    scored by UAR on the held-out group. The best mean UAR wins.
+    scored by UAR on the held-out group. The best mean UAR wins. ``executor`` runs
+    the candidates (default: one after the other here; :func:`ser.batch.ray_executor`:
+    as Ray tasks).
 
     Returns
     -------
@@ -560,31 +584,43 @@ def grid_search(clips: Sequence[Clip], config: Config, grid: dict, *, train: np.
         ``{"rows": [{"params", "uar_mean", "uar_std", "uar_folds"}], "best_params", "best_config"}``,
         rows sorted best first.
     """
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import GroupKFold
 
     train = np.arange(len(clips)) if train is None else np.asarray(train)
     speakers = speakers_of(clips)
     if len(set(speakers[train])) < inner_folds:
         raise ConfigError(f"inner_folds={inner_folds}: only {len(set(speakers[train]))} training speakers")
-    candidates = [(params, config.override(params)) for params in expand_grid(grid)]
-    y = encode([c.label for c in clips], config.classes)
+    candidates = expand_grid(grid)
+    for params in candidates:
+        config.override(params)  # an invalid candidate is refused before any training
     splits = list(GroupKFold(n_splits=inner_folds).split(train, groups=speakers[train]))
-    rows = []
-    for params, cand in candidates:
-        x, aug = prepare_features(clips, cand, cache=cache, progress=progress)
-        scores = []
-        for inner_train, inner_val in splits:
-            model, _ = fit(cand, x, y, speakers, train[inner_train], augmented=aug)
-            pred = predict_proba(model, x[train[inner_val]]).argmax(axis=1)
-            scores.append(float(balanced_accuracy_score(y[train[inner_val]], pred)))
-        rows.append({"params": params, "uar_mean": float(np.mean(scores)), "uar_std": float(np.std(scores)),
-                     "uar_folds": scores})
-        log.info("grid %s: inner UAR %.3f", params, rows[-1]["uar_mean"])
+    execute = executor or local_executor
+    rows = list(execute(_candidate_task, candidates, clips=clips, config=config, train=train, splits=splits,
+                        cache=cache, progress=progress))
     rows.sort(key=lambda r: -r["uar_mean"])
     best = dict(rows[0]["params"])
     return {"rows": rows, "best_params": best, "best_config": config.override(best).to_dict(),
             "inner_folds": inner_folds}
+
+
+def _candidate_task(params: dict, *, clips: Sequence[Clip], config: Config, train: np.ndarray, splits: list,
+                    cache: FeatureCache | None, progress: bool) -> dict:
+    """One candidate of :func:`grid_search`: its features, one fit per inner fold → its row of the table."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    cand = config.override(params)
+    y = encode([c.label for c in clips], config.classes)
+    speakers = speakers_of(clips)
+    x, aug = prepare_features(clips, cand, cache=cache, progress=progress)
+    scores = []
+    for inner_train, inner_val in splits:
+        model, _ = fit(cand, x, y, speakers, train[inner_train], augmented=aug)
+        pred = predict_proba(model, x[train[inner_val]]).argmax(axis=1)
+        scores.append(float(balanced_accuracy_score(y[train[inner_val]], pred)))
+    row = {"params": params, "uar_mean": float(np.mean(scores)), "uar_std": float(np.std(scores)),
+           "uar_folds": scores}
+    log.info("grid %s: inner UAR %.3f", params, row["uar_mean"])
+    return row
 
 
 def write_grid_table(table: dict, out_dir: str | os.PathLike) -> None:
