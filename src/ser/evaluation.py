@@ -44,11 +44,19 @@ def metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]
     }
 
 
+def fold_predicted(fold: dict) -> np.ndarray:
+    """A fold result's predicted classes: argmax of ``probs``, among each clip's ``allowed`` labels when saved."""
+    from ser.training import restricted_argmax
+
+    allowed = fold.get("allowed")
+    return restricted_argmax(np.asarray(fold["probs"]), None if allowed is None else np.asarray(allowed, dtype=bool))
+
+
 def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
     """Per-fold metrics, mean ± std over folds and metrics pooled over all test predictions."""
     per_fold = []
     for f in folds:
-        pred = np.asarray(f["probs"]).argmax(axis=1)
+        pred = fold_predicted(f)
         m = metrics(f["y_true"], pred, classes)
         per_fold.append({"fold": f["fold"], "test_speakers": f["test_speakers"], "n": m["n"],
                          "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
@@ -56,7 +64,7 @@ def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
                          "best_epoch": f["history"].get("best_epoch"),
                          "epochs_run": len(f["history"].get("loss", []))})
     y_true = np.concatenate([f["y_true"] for f in folds])
-    y_pred = np.concatenate([np.asarray(f["probs"]).argmax(axis=1) for f in folds])
+    y_pred = np.concatenate([fold_predicted(f) for f in folds])
     keys = ("accuracy", "uar", "macro_f1")
     return {
         "pooled": metrics(y_true, y_pred, classes),
@@ -254,7 +262,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
                           f"accurate); the config has features.kind={config.features.kind!r}")
     if spec.adaptive and not config.speakers.adapted_head:
         config = config.override({"speakers.adapted_head": True})  # refuses a config without encoder features
-    missing = si6_missing(clips) if spec.base == "si6" else []
+    missing = si6_missing(clips) if spec.base in ("si6", "si6+corpora") else []
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
