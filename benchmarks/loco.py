@@ -14,6 +14,7 @@ over its own labels (argmax among them):
 - ``uar``: the inductive head (``ser evaluate --protocol loco``);
 - ``adapted_uar``: the adapted head, each test speaker standardised by statistics of all of their
   unlabelled clips, corrected for their emotion mix (``loco-adapt-all``; transductive, a separate line);
+- ``adapted_uncorrected_uar``: the same adapted head with statistics not corrected for their emotion mix;
 - ``ravdess_only_uar`` / ``ravdess_only_adapted_uar``: the same recipe trained on RAVDESS alone (one
   extra training, all 24 actors), scored on the same corpus the same way.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -92,18 +94,21 @@ def main() -> int:
         rows = saved[fold.number]["rows"]
         ind = per_corpus(rows["loco"], fold, y, corpora, config.classes)[fold.corpus]
         ada = per_corpus(rows["loco-adapt-all"], fold, y, corpora, config.classes)[fold.corpus]
+        raw = (per_corpus(rows["loco-adapt-all:uncorrected"], fold, y, corpora, config.classes)[fold.corpus]
+               if "loco-adapt-all:uncorrected" in rows else None)
         labels = sorted({config.classes[i] for i in y[fold.test]}, key=config.classes.index)
         per[fold.corpus] = {
             "labels": labels, "clips": ind["clips"], "test_speakers": len(fold.test_speakers),
             "trained_on": sorted(set(corpora[fold.train].tolist())),
             "uar": ind["uar"], "adapted_uar": ada["uar"],
+            **({"adapted_uncorrected_uar": raw["uar"]} if raw else {}),
             "ravdess_only_uar": only["loco"][fold.corpus]["uar"],
             "ravdess_only_adapted_uar": only["loco-adapt-all"][fold.corpus]["uar"],
             "gain_points": round(100 * (ind["uar"] - only["loco"][fold.corpus]["uar"]), 1),
             "inductive": ind, "adapted": ada, "ravdess_only": only["loco"][fold.corpus],
             "ravdess_only_adapted": only["loco-adapt-all"][fold.corpus],
             "train_s": saved[fold.number].get("train_s"), "resumed": bool(saved[fold.number].get("resumed"))}
-    out = {**run.header(device=describe_device()), "preset": args.preset, "name": name,
+    out = {"preset": args.preset, "name": name,
            "data": {c: int((corpora == c).sum()) for c in CORPORA},
            "what": "leave one corpus out: trained on the other corpora (masked loss over each corpus's labels, "
                    "corpus- and speaker-balanced), scored on the left-out corpus over its own labels; adapted: "
@@ -113,6 +118,14 @@ def main() -> int:
            "config": result["config"]}
     if args.si6:
         out["si6+corpora"] = si6_corpora(clips, config, cache, work, args)
+    # The header last, so that wall_s covers everything; folds resumed from an earlier run say so (and their
+    # own train_s), and train_s_total sums the training time of every fold whoever ran it.
+    folds_train_s = [f.get("train_s") or 0 for f in result["folds"]]
+    folds_train_s += [f["train_s"] or 0 for f in out.get("si6+corpora", {}).get("folds", [])]
+    out = {**run.header(device=describe_device()), "folds_resumed": sum(bool(f.get("resumed"))
+                                                                          for f in result["folds"]),
+           "train_s_total": round(sum(folds_train_s), 1),
+           "load_average_at_end": [round(v, 2) for v in os.getloadavg()], **out}
     results = Path(args.results)
     write_json(results / f"loco_{name}.json", out)
     write_text(results / f"loco_{name}.md", render(out))
@@ -152,7 +165,7 @@ def si6_corpora(clips, config, cache, work: Path, args) -> dict:
     summary = summarize(results, plain.classes)
     keys = ("uar", "macro_f1", "accuracy")
     out = {"protocol": "si6+corpora", "pooled": {k: round(summary["pooled"][k], 4) for k in keys},
-           "clips": summary["pooled"]["n"],
+           "clips": summary["pooled"]["n"], "folds_resumed": sum(bool(r.get("resumed")) for r in results),
            "folds": [{"fold": f["fold"], "test_speakers": f["test_speakers"], **{k: round(f[k], 4) for k in keys},
                       "train_s": f["train_s"]} for f in summary["folds"]]}
     committed = Path(args.results) / f"accuracy_{args.name or args.preset}_si6.json"
@@ -165,7 +178,9 @@ def si6_corpora(clips, config, cache, work: Path, args) -> dict:
 def render(out: dict) -> str:
     m = out["machine"]
     lines = [f"# Leave one corpus out — `{out['name']}`", "",
-             f"`{out['command']}` — {out['date']}, {m['cpus']} CPUs ({m['cpu_model']}), {out['wall_s']:.0f} s", "",
+             f"`{out['command']}` — {out['date']}, {m['cpus']} CPUs ({m['cpu_model']}), {out['wall_s']:.0f} s "
+             f"({out['folds_resumed']} loco folds resumed from an earlier run; training time of all folds "
+             f"{out['train_s_total']:.0f} s, on a machine shared with other jobs)", "",
              "| left out | labels | clips | trained on | UAR | adapted UAR | RAVDESS-only UAR | RAVDESS-only adapted |"
              " gain (points) |", "|---|---|---|---|---|---|---|---|---|"]
     for corpus, r in out["left_out"].items():
