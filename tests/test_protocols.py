@@ -277,3 +277,32 @@ def test_onesided_and_loco_adaptation_rows(ravdess, tmp_path):
                                corpora=co)
     for key in ("loco", "loco-adapt-all", "loco-adapt-all:baseline"):
         assert not set(rows[key][0][1]) & {1, 7}
+
+
+def test_loco_through_the_cli(capsys, ravdess, tmp_path):
+    """`ser evaluate --protocol loco` on two real corpora: one fold per corpus, the left-out corpus's clips
+    predicted among its own labels only (EMOVO has no calm), a report like every protocol's."""
+    import numpy as np
+
+    emovo = Path(__file__).resolve().parents[2] / "shared" / "data" / "emovo"
+    if not emovo.is_dir():
+        pytest.skip("shared EMOVO copy not found")
+    rav = real_subset(ravdess, tmp_path / "ravdess", (1, 2, 3), per_emotion=1)
+    emo = tmp_path / "emovo"
+    for actor in ("f1", "m1", "m2"):
+        (emo / actor).mkdir(parents=True)
+        for clip in sorted((emovo / actor).glob("*-b1.ogg")):
+            (emo / actor / clip.name).symlink_to(clip)
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "evaluate", "-q", "--data", rav, "--data", emo, "--config", "fast", "--set",
+                          "train.epochs=1", "--set", "train.validation_speakers=1", "--set", "augment.copies=0",
+                          "--protocol", "loco", "--out", out, "--cache", tmp_path / "cache")
+    assert code == 0 and "protocol: loco" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [len(f["test_speakers"]) for f in report["summary"]["folds"]] == [3, 3]
+    fold = json.loads((out / "fold_1" / "result.json").read_text())  # emovo, first in corpus order
+    assert fold["corpus"] == "emovo" and all("/emovo/" in p for p in fold["paths"]) and len(fold["paths"]) == 21
+    from ser.evaluation import fold_predicted
+
+    assert 1 not in set(fold_predicted(fold).tolist())  # never calm
+    assert np.asarray(fold["allowed"])[:, 1].sum() == 0
