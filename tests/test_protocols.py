@@ -154,7 +154,10 @@ def test_adaptation_protocols_on_any_corpus_with_speakers(capsys, ravdess, tmp_p
     assert pooled["n"] == 4 * (8 - 5) and len(pooled["draws"]) == 5 and report["baseline"]["n"] == pooled["n"]
     assert 0 <= pooled["uar"] <= 1 and sum(map(sum, pooled["confusion"])) == 5 * pooled["n"]
     saved = json.loads((out / "fold_1" / "result.json").read_text())
-    assert set(saved["rows"]) == {"group-kfold-adapt-5", "group-kfold-adapt-5:baseline"}
+    # The adapted row, its baseline, and the same adapted head with statistics not corrected for their mix.
+    assert set(saved["rows"]) == {"group-kfold-adapt-5", "group-kfold-adapt-5:baseline",
+                                  "group-kfold-adapt-5:uncorrected"}
+    assert report["uncorrected"]["n"] == pooled["n"] and "not corrected for their emotion mix" in stdout
     code, _, _ = run(capsys, *argv)
     again = json.loads((out / "report.json").read_text())
     assert code == 0 and all(f["resumed"] for f in again["summary"]["folds"])

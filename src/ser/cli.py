@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spread = f" ± {p['uar_std_over_draws']:.3f} (draws)" if "uar_std_over_draws" in p else ""
     print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}{spread}  "
           f"macro-F1 {p['macro_f1']:.3f}")
-    for key in ("baseline", "clean"):
+    for key in ("baseline", "clean", "uncorrected"):
         if key in report:
             b = report[key]
             print(f"{b['what']}: accuracy {b['accuracy']:.3f}  UAR {b['uar']:.3f}  macro-F1 {b['macro_f1']:.3f}")

@@ -182,7 +182,7 @@ def render_markdown(report: dict) -> str:
     spread = f" ± {pooled['uar_std_over_draws']:.3f} over draws" if "uar_std_over_draws" in pooled else ""
     lines.append(f"| **pooled** | | {pooled['n']} | **{pooled['accuracy']:.3f}** | **{pooled['uar']:.3f}**{spread} | "
                  f"**{pooled['macro_f1']:.3f}** | | |")
-    for key in ("baseline", "clean"):
+    for key in ("baseline", "clean", "uncorrected"):
         if key in report:
             b = report[key]
             lines.append(f"| {b['what']} | | {b['n']} | {b['accuracy']:.3f} | {b['uar']:.3f} | {b['macro_f1']:.3f} "
@@ -277,7 +277,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
         result = run_adaptation(clips, config, [spec], folds, out_dir=out, cache=cache, jobs=jobs,
                                 progress=progress)["protocols"][protocol]
         summary = {"pooled": result["pooled"], "folds": result["folds"], **_fold_spread(result["folds"])}
-        extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean") if k in result}}
+        extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean", "uncorrected") if k in result}}
     else:
         x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
         results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,
