@@ -37,9 +37,14 @@ def main() -> int:
                              "training data (speakers, file digests of --data), card and checksums")
     parser.add_argument("--add-adapted-head", action="store_true",
                         help="keep the trained inductive head byte for byte; train and add the speaker-adapted head")
+    parser.add_argument("--add-class-stats", action="store_true",
+                        help="keep both heads byte for byte; add the per-class statistics of the training speakers "
+                             "that correct unlabelled speaker statistics for their emotion mix (speakers.npz)")
     args = parser.parse_args()
     setup_logging()
     run = Run("train")
+    if args.add_class_stats:
+        return add_class_stats(args, run)
 
     from ser.cache import FeatureCache, default_cache_dir
     from ser.dataset import load_dataset
@@ -105,6 +110,43 @@ def main() -> int:
     out = rec.replace(metadata=metadata).save(args.out, history=history, force=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
+    return 0
+
+
+def add_class_stats(args, run: Run) -> int:
+    """Add :class:`ser.speakers.SpeakerNorm`'s class statistics to a model folder trained before they existed.
+
+    They are learned from the model's own training clips (``--data``, all of them its training speakers), so
+    nothing else is read; the prior, the enrolment correction and both networks stay as they are.
+    """
+    import dataclasses
+
+    from ser.cache import FeatureCache, default_cache_dir
+    from ser.dataset import load_dataset
+    from ser.frontend import compute_features
+    from ser.inference import Recognizer
+    from ser.labels import encode
+    from ser.modelfolder import SPEAKER_NORM, write_checksums
+    from ser.speakers import SpeakerNorm
+    from ser.training import enrol_mask, speakers_of
+    from ser.utils import atomic_write_text
+
+    out = Path(args.out)
+    rec = Recognizer.load(out)
+    rec.require_adapted_head()
+    clips = load_dataset(args.data)
+    x, _ = compute_features([c.path for c in clips], rec.config, copies=0, cache=FeatureCache(default_cache_dir()))
+    y = encode([c.label for c in clips], rec.config.classes)
+    fresh = SpeakerNorm.fit(x, speakers_of(clips), enrol_mask(y, rec.config.classes),
+                            prior_weight=rec.config.speakers.prior_weight, labels=y, n_classes=len(rec.classes))
+    norm = dataclasses.replace(rec.speaker_norm, class_offset=fresh.class_offset, class_var=fresh.class_var,
+                               class_prior=fresh.class_prior)
+    norm.save(out / SPEAKER_NORM)
+    metadata = json.loads((out / "metrics.json").read_text())
+    metadata["training"]["class_statistics"] = f"{len(clips)} clips; {run.command}"
+    atomic_write_text(out / "metrics.json", json.dumps(metadata, indent=2) + "\n")
+    write_checksums(out)
+    print(f"{out}: class statistics added ({len(clips)} clips)")
     return 0
 
 

@@ -449,3 +449,90 @@ def test_index_refuses_one_file_reached_twice(emodb):
     with pytest.raises(ManifestError, match=re.escape(f"{emodb}: {emodb / '03a01Wa.wav'} and "
                                                       f"{emodb / 'copy' / '03a01Wa.wav'} are the same audio file")):
         index_corpus(emodb)
+
+
+# --- EMOVO, ASED, TurEV-DB: read from the file names, checked against each corpus's labels.csv ------------
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EMOVO = {"neu": "neutral", "gio": "happy", "tri": "sad", "rab": "angry", "pau": "fearful", "dis": "disgust",
+         "sor": "surprised"}
+ASED = {"n": "neutral", "f": "fearful", "h": "happy", "s": "sad", "a": "angry"}
+TUREV = {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}
+
+
+@pytest.mark.parametrize(("corpus", "name", "label", "speaker", "meta"), [
+    ("emovo", "m2/rab-m2-l3.ogg", "angry", "emovo:m2", {"gender": "male", "statement": "l3"}),
+    ("emovo", "f1/neu-f1-d2.wav", "neutral", "emovo:f1", {"gender": "female", "statement": "d2"}),
+    ("ased", "02Fearful/f2-03-02-02-65.ogg", "fearful", "ased:65", {"gender": "male", "statement": 3,
+                                                                    "repetition": 2}),
+    ("ased", "04Sad/S4-04-02-01-29.ogg", "sad", "ased:29", {"gender": "female", "statement": 4, "repetition": 2}),
+    ("turev", "Calm/1358_sk_beste.ogg", "calm", "turev:1358", {"statement": "beste"}),
+    ("turev", "1157_KZ_acik.wav", "angry", "turev:1157", {"statement": "acik"}),
+])
+def test_parse_new_corpora(tmp_path, corpus, name, label, speaker, meta):
+    """EMOVO, ASED and TurEV-DB names: label, corpus-prefixed speaker, the other fields."""
+    clip = parse_corpus_name(tmp_path / name, corpus)
+    assert (clip.label, clip.speaker) == (label, speaker)
+    assert clip.meta == {**meta, "corpus": corpus}
+
+
+@pytest.mark.parametrize(("corpus", "template", "table"), [
+    ("emovo", "{}-m1-b1.wav", EMOVO),
+    ("ased", "{}-01-01-01-01.wav", {f"{k}{'nfhsa'.index(k) + 1}": v for k, v in ASED.items()}),
+    ("turev", "1234_{}_acik.wav", TUREV),
+])
+def test_new_corpora_label_mapping(corpus, template, table):
+    """Every emotion code of EMOVO, ASED and TurEV-DB maps to its name; the label maps say the same."""
+    assert {code: parse_corpus_name(template.format(code), corpus).label for code in table} == table
+    assert CORPUS_LABELS == {**CORPUS_LABELS, "emovo": EMOVO, "ased": ASED, "turev": TUREV}
+
+
+@pytest.mark.parametrize(("corpus", "name"), [
+    ("emovo", "xyz-m1-b1.wav"),  # no such emotion
+    ("emovo", "rab-m4-b1.wav"),  # actors are f1-f3, m1-m3
+    ("emovo", "rab-m1-x1.wav"),
+    ("ased", "n2-01-01-01-01.wav"),  # the digit must be the letter's (n1 f2 h3 s4 a5)
+    ("ased", "n1-01-01-03-01.wav"),  # gender 01 or 02
+    ("ased", "n1-01-01-01-66.wav"),  # speakers 01-65
+    ("ased", "x1-01-01-01-01.wav"),
+    ("turev", "1234_zz_acik.wav"),
+    ("turev", "123_sk_acik.wav"),
+    ("turev", "1234_sk.wav"),
+])
+def test_new_corpora_foreign_names(corpus, name):
+    """Names outside EMOVO's, ASED's or TurEV-DB's convention are not clips."""
+    assert parse_corpus_name(name, corpus) is None
+
+
+@pytest.mark.parametrize("corpus", ["emovo", "ased", "turev"])
+def test_new_corpora_match_their_labels_csv(corpus):
+    """The shared copies: auto-detected, nothing dropped, every clip's label and speaker as labels.csv says.
+
+    Names only (no audio is decoded), so this runs in well under a second per corpus.
+    """
+    import csv
+
+    root = SHARED_DATA / corpus
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"shared {corpus} copy not found at {root}")
+    clips, dropped = index_corpus(root)
+    assert dropped == {}
+    with open(root / "labels.csv", newline="", encoding="utf-8") as f:
+        expected = {row["path"]: (row["emotion"], f"{corpus}:{row['speaker']}") for row in csv.DictReader(f)}
+    assert {c.path.relative_to(root.resolve()).as_posix(): (c.label, c.speaker) for c in clips} == expected
+    assert {c.meta["corpus"] for c in clips} == {corpus}
+    n_speakers = {"emovo": 6, "ased": 65, "turev": 6}[corpus]
+    assert len({c.speaker for c in clips}) == n_speakers
+
+
+def test_new_corpora_auto_detection(tmp_path):
+    """Synthetic folders of each new corpus are detected as it, and their speakers stay distinct."""
+    folders = {"emovo": ["m1/rab-m1-b1.wav", "f2/gio-f2-n3.wav"],
+               "ased": ["01Neutral/n1-01-01-01-01.wav", "05Angry/a5-02-01-02-40.wav"],
+               "turev": ["Calm/1358_sk_beste.wav", "Sad/7895_hl_acik.wav"]}
+    speakers = set()
+    for corpus, names in folders.items():
+        clips, dropped = index_corpus(write_all(tmp_path / corpus, names))
+        assert {c.meta["corpus"] for c in clips} == {corpus} and dropped == {}
+        speakers |= {c.speaker for c in clips}
+    assert speakers == {"emovo:m1", "emovo:f2", "ased:01", "ased:40", "turev:1358", "turev:7895"}

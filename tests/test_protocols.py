@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,14 @@ def test_protocol_names():
     assert parse_protocol("channel-shift") == Protocol("channel-shift", "si6", "channel-shift")
     assert parse_protocol("group-kfold-adapt-all") == Protocol("group-kfold-adapt-all", "group-kfold", "adapt-all")
     assert not parse_protocol("seed-split").adaptive
-    for bad in ("si6-adapt-1", "si6-adapt-05", "si6-adapt-", "loco", "seed-split-enrol", "si6-enroll"):
-        with pytest.raises(ConfigError, match=f"protocol='{bad}'.*si6-adapt-K"):
+    assert parse_protocol("loco") == Protocol("loco", "loco")
+    assert parse_protocol("loco-adapt-all") == Protocol("loco-adapt-all", "loco", "adapt-all")
+    assert parse_protocol("si6+corpora") == Protocol("si6+corpora", "si6+corpora")
+    assert parse_protocol("si6+corpora-adapt-20") == Protocol("si6+corpora-adapt-20", "si6+corpora", "adapt", 20)
+    assert parse_protocol("si6-onesided") == Protocol("si6-onesided", "si6", "onesided")
+    for bad in ("si6-adapt-1", "si6-adapt-05", "si6-adapt-", "loco-x", "seed-split-enrol", "si6-enroll",
+                "si6+corpus"):
+        with pytest.raises(ConfigError, match=re.escape(f"protocol='{bad}'") + ".*si6-adapt-K"):
             parse_protocol(bad)
     assert adaptation_rows([parse_protocol("si6"), parse_protocol("channel-shift")]) == [
         "si6", "channel-shift", "channel-shift:baseline", "channel-shift:clean"]
@@ -147,7 +154,10 @@ def test_adaptation_protocols_on_any_corpus_with_speakers(capsys, ravdess, tmp_p
     assert pooled["n"] == 4 * (8 - 5) and len(pooled["draws"]) == 5 and report["baseline"]["n"] == pooled["n"]
     assert 0 <= pooled["uar"] <= 1 and sum(map(sum, pooled["confusion"])) == 5 * pooled["n"]
     saved = json.loads((out / "fold_1" / "result.json").read_text())
-    assert set(saved["rows"]) == {"group-kfold-adapt-5", "group-kfold-adapt-5:baseline"}
+    # The adapted row, its baseline, and the same adapted head with statistics not corrected for their mix.
+    assert set(saved["rows"]) == {"group-kfold-adapt-5", "group-kfold-adapt-5:baseline",
+                                  "group-kfold-adapt-5:uncorrected"}
+    assert report["uncorrected"]["n"] == pooled["n"] and "not corrected for their emotion mix" in stdout
     code, _, _ = run(capsys, *argv)
     again = json.loads((out / "report.json").read_text())
     assert code == 0 and all(f["resumed"] for f in again["summary"]["folds"])
@@ -175,3 +185,127 @@ def test_adaptation_needs_encoder_features_before_anything_is_written(corpus, tm
         evaluate(load_dataset(corpus), preset("tiny"), protocol="si6-enrol", out_dir=tmp_path / "r",
                  partial_folds=True)
     assert not (tmp_path / "r").exists()
+
+
+# --- several corpora: loco and si6+corpora ------------------------------------------------------
+
+def _clips(spec):
+    """Synthetic clips: {corpus: {speaker: [labels]}} (no audio; fold logic only)."""
+    from ser.dataset import Clip
+
+    out = []
+    for corpus, speakers in spec.items():
+        for speaker, labels in speakers.items():
+            for i, label in enumerate(labels):
+                name = speaker if corpus == "ravdess" else f"{corpus}:{speaker}"
+                out.append(Clip(Path(f"/{corpus}/{speaker}_{i}.wav"), label, name, {"corpus": corpus}))
+    return out
+
+
+def test_loco_folds_leave_each_corpus_out_whole():
+    """One fold per corpus: its every clip and speaker on the test side, none in training; scored restricted."""
+    import numpy as np
+
+    from ser.training import corpora_of, speakers_of
+
+    clips = _clips({"ravdess": {str(a): ["calm", "sad"] for a in range(1, 5)},
+                    "emovo": {"m1": ["sad", "disgust"], "f1": ["angry"]},
+                    "turev": {"1157": ["calm", "angry"]}})
+    folds = make_folds(clips, "loco")
+    corpora, speakers = corpora_of(clips), speakers_of(clips)
+    assert [f.corpus for f in folds] == ["emovo", "ravdess", "turev"]
+    for f in folds:
+        assert f.restrict and set(corpora[f.test]) == {f.corpus} and f.corpus not in set(corpora[f.train])
+        assert not set(speakers[f.test]) & set(speakers[f.train])
+        assert sorted(np.concatenate([f.train, f.test]).tolist()) == list(range(len(clips)))
+        assert set(f.test_speakers) == set(speakers[f.test])
+    with pytest.raises(ManifestError, match="loco needs clips of two or more corpora; found only emovo"):
+        make_folds([c for c in clips if c.meta["corpus"] == "emovo"], "loco")
+    generic = [dataclasses.replace(clips[0], meta={})] + clips[1:]
+    with pytest.raises(ManifestError, match=r"loco: 1 clips do not say their corpus"):
+        make_folds(generic, "loco")
+
+
+def test_si6_corpora_folds_keep_other_corpora_in_training_and_test_actors_out():
+    """si6+corpora: the si6 folds; every other corpus's clip trains in every fold; test actors never train."""
+    import numpy as np
+
+    from ser.training import corpora_of, speakers_of
+
+    ravdess = _clips({"ravdess": {str(a): ["neutral", "sad"] for a in range(1, 25)}})
+    clips = ravdess + _clips({"ased": {"01": ["sad", "angry"]}, "emovo": {"m2": ["happy"]}})
+    folds = make_folds(clips, "si6+corpora")
+    corpora, speakers = corpora_of(clips), speakers_of(clips)
+    others = np.flatnonzero(corpora != "ravdess")
+    assert [f.test_speakers for f in folds] == [f.test_speakers for f in si6_folds(ravdess)]
+    for f in folds:
+        assert set(others) <= set(f.train) and set(corpora[f.test]) == {"ravdess"} and not f.restrict
+        assert not set(speakers[f.test]) & set(speakers[f.train])
+    with pytest.raises(ManifestError, match=r"si6\+corpora needs RAVDESS and at least one other corpus"):
+        make_folds(ravdess, "si6+corpora")
+
+
+@needs_whisper
+def test_onesided_and_loco_adaptation_rows(ravdess, tmp_path):
+    """Real clips, tiny heads: si6-onesided scores every clip of a speaker once per emotion, with baseline
+    and uncorrected rows; a restricted fold never predicts a label the test corpus lacks."""
+    import numpy as np
+
+    from ser.protocols import fold_predictions
+    from ser.training import Fold, corpora_of, speakers_of
+
+    data = real_subset(ravdess, tmp_path / "data", (1, 2, 3, 4), per_emotion=2)
+    clips = load_dataset(data)
+    config = preset("accurate").override({"train.epochs": 2, "train.validation_speakers": 1,
+                                          "speakers.adapted_head": True, "augment.copies": 0})
+    x, _ = prepare_features(clips, config, cache=FeatureCache(tmp_path / "cache"))
+    from ser.labels import encode
+
+    y = encode([c.label for c in clips], config.classes)
+    speakers, corpora = speakers_of(clips), corpora_of(clips)
+    test = np.flatnonzero(speakers == "4")
+    fold = Fold(1, np.flatnonzero(speakers != "4"), test, ("4",))
+    rows, _ = fold_predictions(config, x, y, speakers, fold, [parse_protocol("si6-onesided")], corpora=corpora)
+    assert len(rows["si6-onesided"]) == 8  # one draw per emotion, 2 clips each
+    for key in ("si6-onesided", "si6-onesided:baseline", "si6-onesided:uncorrected"):
+        assert all(sorted(pos) == list(range(test.size)) for pos, _ in rows[key])
+    # A restricted fold: pretend actor 4 is a corpus without calm and surprised.
+    keep = np.flatnonzero(~((speakers == "4") & np.isin(y, [1, 7])))
+    sub = [clips[i] for i in keep]
+    sub = [dataclasses.replace(c, meta={**c.meta, "corpus": "other"}) if c.speaker == "4" else c for c in sub]
+    ys, xs = y[keep], x[keep]
+    sp, co = speakers_of(sub), corpora_of(sub)
+    fold = Fold(1, np.flatnonzero(sp != "4"), np.flatnonzero(sp == "4"), ("4",), True, "other")
+    rows, _ = fold_predictions(config, xs, ys, sp, fold, [parse_protocol("loco"), parse_protocol("loco-adapt-all")],
+                               corpora=co)
+    for key in ("loco", "loco-adapt-all", "loco-adapt-all:baseline"):
+        assert not set(rows[key][0][1]) & {1, 7}
+
+
+def test_loco_through_the_cli(capsys, ravdess, tmp_path):
+    """`ser evaluate --protocol loco` on two real corpora: one fold per corpus, the left-out corpus's clips
+    predicted among its own labels only (EMOVO has no calm), a report like every protocol's."""
+    import numpy as np
+
+    emovo = Path(__file__).resolve().parents[2] / "shared" / "data" / "emovo"
+    if not emovo.is_dir():
+        pytest.skip("shared EMOVO copy not found")
+    rav = real_subset(ravdess, tmp_path / "ravdess", (1, 2, 3), per_emotion=1)
+    emo = tmp_path / "emovo"
+    for actor in ("f1", "m1", "m2"):
+        (emo / actor).mkdir(parents=True)
+        for clip in sorted((emovo / actor).glob("*-b1.ogg")):
+            (emo / actor / clip.name).symlink_to(clip)
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "evaluate", "-q", "--data", rav, "--data", emo, "--config", "fast", "--set",
+                          "train.epochs=1", "--set", "train.validation_speakers=1", "--set", "augment.copies=0",
+                          "--protocol", "loco", "--out", out, "--cache", tmp_path / "cache")
+    assert code == 0 and "protocol: loco" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [len(f["test_speakers"]) for f in report["summary"]["folds"]] == [3, 3]
+    fold = json.loads((out / "fold_1" / "result.json").read_text())  # emovo, first in corpus order
+    assert fold["corpus"] == "emovo" and all("/emovo/" in p for p in fold["paths"]) and len(fold["paths"]) == 21
+    from ser.evaluation import fold_predicted
+
+    assert 1 not in set(fold_predicted(fold).tolist())  # never calm
+    assert np.asarray(fold["allowed"])[:, 1].sum() == 0

@@ -420,8 +420,14 @@ def test_adapted_model_folder(adapted_model, corpus, tmp_path, monkeypatch):
     results = rec.predict_files(paths, groups=groups, batch_size=5)
     assert [r.source for r in results] == [str(p) for p in paths]
     xa = np.stack([rec.frontend.file(p)[0] for p in files])
-    za = rec.speaker_norm.normalize(xa, SpeakerStats.of(xa), "adapt")
-    np.testing.assert_allclose(list(results[0].scores.values()), rec.adapted(za[:1, ..., None])[0], atol=1e-6)
+    # ... corrected for the emotions they hold (the inductive head's mean posterior over them).
+    norm = rec.speaker_norm
+    assert norm.class_offset.shape == (len(rec.classes), *xa.shape[1:])
+    mix = np.mean([list(rec.predict_features(v).scores.values()) for v in xa], axis=0)
+    corrected = norm.correct(SpeakerStats.of(xa), mix)
+    np.testing.assert_allclose(rec.speaker_stats(xa).mean, corrected.mean, rtol=1e-5, atol=1e-5)
+    za = norm.normalize(xa, corrected, "adapt")
+    np.testing.assert_allclose(list(results[0].scores.values()), rec.adapted(za[:1, ..., None])[0], atol=1e-5)
     with pytest.raises(ValueError, match="speaker or groups"):
         rec.predict_files(paths, groups=groups, speaker=profile)
     with pytest.raises(ValueError, match="groups: 1 given"):
@@ -564,3 +570,39 @@ def test_cli_train_with_adapted_head(corpus, cache_dir, tmp_path, capsys):
     for name in ("adapted.keras", "adapted.onnx", "speakers.npz"):
         assert (out / name).is_file()
     assert "speaker-adapted head" in (out / "README.md").read_text()
+
+
+def test_mix_correction_undoes_a_one_sided_speaker(tmp_path):
+    """Class statistics learned on training speakers turn one emotion's statistics into all-emotion ones.
+
+    Synthetic speakers: a speaker offset plus a per-class offset plus noise. Statistics of one class
+    only are shifted by that class's offset; corrected with that class as the mix, the mean is back
+    near the speaker's all-clip mean and the variance near the all-clip variance. The training mix
+    changes nothing; the class statistics survive save and load; a norm without them corrects nothing.
+    """
+    rng = np.random.default_rng(0)
+    classes = rng.normal(size=(3, 6)) * 2.0
+    xs, spk, lab = [], [], []
+    for s in range(8):
+        offset = rng.normal(size=6) * 3.0
+        for c in range(3):
+            xs.append(offset + classes[c] + rng.normal(size=(20, 6)) * 0.5)
+            spk += [f"s{s}"] * 20
+            lab += [c] * 20
+    x, spk, lab = np.concatenate(xs), np.array(spk), np.array(lab)
+    norm = SpeakerNorm.fit(x, spk, np.zeros(len(x), bool), prior_weight=5.0, labels=lab, n_classes=3)
+    new_offset = rng.normal(size=6) * 3.0
+    one = new_offset + classes[2] + rng.normal(size=(20, 6)) * 0.5
+    every = np.concatenate([new_offset + classes[c] + rng.normal(size=(20, 6)) * 0.5 for c in range(3)])
+    raw, full = SpeakerStats.of(one), SpeakerStats.of(every)
+    fixed = norm.correct(raw, np.array([0.0, 0.0, 1.0]))
+    assert np.abs(fixed.mean - full.mean).mean() < 0.3 * np.abs(raw.mean - full.mean).mean()
+    assert np.abs(np.log(fixed.var / full.var)).mean() < 0.5 * np.abs(np.log(raw.var / full.var)).mean()
+    same = norm.correct(full, norm.class_prior)
+    np.testing.assert_allclose(same.mean, full.mean) and np.testing.assert_allclose(same.var, full.var)
+    back = SpeakerNorm.load(norm.save(tmp_path / "norm.npz"))
+    np.testing.assert_allclose(back.class_offset, norm.class_offset, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(back.class_prior, norm.class_prior)
+    plain = SpeakerNorm.fit(x, spk, np.zeros(len(x), bool), prior_weight=5.0)
+    assert plain.class_offset is None and plain.correct(raw, np.ones(3)) is raw
+    assert SpeakerNorm.load(plain.save(tmp_path / "old.npz")).class_offset is None

@@ -206,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spread = f" ± {p['uar_std_over_draws']:.3f} (draws)" if "uar_std_over_draws" in p else ""
     print(f"pooled ({p['n']} clips): accuracy {p['accuracy']:.3f}  UAR {p['uar']:.3f}{spread}  "
           f"macro-F1 {p['macro_f1']:.3f}")
-    for key in ("baseline", "clean"):
+    for key in ("baseline", "clean", "uncorrected"):
         if key in report:
             b = report[key]
             print(f"{b['what']}: accuracy {b['accuracy']:.3f}  UAR {b['uar']:.3f}  macro-F1 {b['macro_f1']:.3f}")
@@ -715,9 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="index, summarise or download a corpus")
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("index", parents=[common], help="corpus folder -> manifest CSV")
-    p.add_argument("root", help="corpus folder (RAVDESS Actor_XX/..., CREMA-D, TESS, SAVEE or EmoDB)")
-    p.add_argument("--corpus", default="auto", help="auto (from the file names), ravdess, crema-d, tess, savee or "
-                   "emodb")
+    p.add_argument("root", help="corpus folder (RAVDESS Actor_XX/..., CREMA-D, TESS, SAVEE, EmoDB, EMOVO, "
+                   "ASED or TurEV-DB)")
+    p.add_argument("--corpus", default="auto", help="auto (from the file names), ravdess, crema-d, tess, savee, "
+                   "emodb, emovo, ased or turev")
     p.add_argument("-o", "--output", default="manifest.csv", help="manifest to write (default: manifest.csv)")
     p.set_defaults(func=cmd_data_index)
     p = dsub.add_parser("summary", parents=[common], help="class balance, speakers, durations, sample rates")

@@ -280,6 +280,15 @@ class TrainConfig:
     ensemble : int
         Train this many members (seeds ``seed`` … ``seed + ensemble - 1``) and
         average their probabilities.
+    corpus_balance : bool
+        With clips of several corpora (``meta["corpus"]``): every corpus weighs the
+        same in the loss, every speaker the same within their corpus, and classes are
+        balanced within each corpus (see :func:`ser.training.mixed_weights`). One
+        corpus trains as before.
+    label_masks : bool
+        With clips of several corpora: each clip's loss over the labels its corpus has
+        (:func:`ser.models.masked_crossentropy`); ``false`` trains the plain softmax over
+        the union, as if every absent label were wrong (an ablation).
     """
 
     epochs: int = 100
@@ -292,6 +301,8 @@ class TrainConfig:
     restore_best: bool = False
     seed: int = 42
     ensemble: int = 1
+    corpus_balance: bool = True
+    label_masks: bool = True
 
     def __post_init__(self) -> None:
         _check_range("train.epochs", self.epochs, 1, 10000)
@@ -323,11 +334,16 @@ class SpeakerConfig:
     subset_stats : bool
         Standardise each augmented training copy with statistics of a random subset
         of its speaker's clips (as few as a new speaker will offer), not all of them.
+    correct_mix : bool
+        Correct unlabelled statistics for the emotions they come from (the inductive
+        head's mean posterior over the clips; :meth:`ser.speakers.SpeakerNorm.correct`), so
+        that a speaker heard in one emotion only is not standardised into neutrality.
     """
 
     adapted_head: bool = False
     prior_weight: float = 5.0
     subset_stats: bool = True
+    correct_mix: bool = True
 
     def __post_init__(self) -> None:
         _check_range("speakers.prior_weight", self.prior_weight, 0.0, 1000.0)

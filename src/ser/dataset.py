@@ -20,7 +20,7 @@ delimiter, unbalanced quotes, extra fields, huge fields...) is a one-line
 :class:`~ser.errors.ManifestError` naming the manifest and its line.
 
 Corpus folders are indexed from their official file names by :func:`index_corpus`
-(RAVDESS, CREMA-D, TESS, SAVEE, EmoDB; see :data:`CORPORA`), which maps each
+(RAVDESS, CREMA-D, TESS, SAVEE, EmoDB, EMOVO, ASED, TurEV-DB; see :data:`CORPORA`), which maps each
 corpus's labels to :data:`ser.labels.EMOTIONS` with
 :data:`ser.labels.CORPUS_LABELS` and drops (and counts) labels with no counterpart.
 """
@@ -52,7 +52,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", "
 RAVDESS_COLUMNS = ("path", "emotion", "actor", "gender", "intensity", "statement", "repetition", "corpus")
 MANIFEST_COLUMNS = RAVDESS_COLUMNS
 #: Corpora whose folders :func:`index_corpus` reads from the official file names.
-CORPORA: tuple[str, ...] = ("ravdess", "crema-d", "tess", "savee", "emodb")
+CORPORA: tuple[str, ...] = ("ravdess", "crema-d", "tess", "savee", "emodb", "emovo", "ased", "turev")
 #: Key of :func:`index_corpus`'s drop counts for audio files whose names follow no convention.
 UNRECOGNISED = "unrecognised file name"
 #: Key of :func:`index_corpus`'s drop counts for RAVDESS song and video files (modality/channel not 03-01).
@@ -180,11 +180,16 @@ _SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")  # four male speakers
 _EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([a-z])([a-z])$", re.IGNORECASE)
 _EMODB_GENDERS = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male", "12": "male",
                   "13": "female", "14": "female", "15": "male", "16": "female"}
+_EMOVO_NAME = re.compile(r"^([a-z]{3})-([fm][1-3])-([bldn]\d)$", re.IGNORECASE)
+_ASED_NAME = re.compile(r"^([nfhsa])([1-5])-(\d\d)-(\d\d)-(0[12])-(\d\d)$", re.IGNORECASE)
+_ASED_DIGITS = {"n": "1", "f": "2", "h": "3", "s": "4", "a": "5"}  # the digit after the letter, fixed by it
+_TUREV_NAME = re.compile(r"^(\d{4})_([a-z]{2})_([^_\s]+)$", re.IGNORECASE)
 _CORPUS_TITLES = {"ravdess": "RAVDESS speech", "crema-d": "CREMA-D", "tess": "TESS", "savee": "SAVEE",
-                  "emodb": "EmoDB"}
+                  "emodb": "EmoDB", "emovo": "EMOVO", "ased": "ASED", "turev": "TurEV-DB"}
 _CORPUS_EXAMPLES = {"ravdess": "Actor_XX/03-01-EE-II-SS-RR-AA.wav", "crema-d": "AudioWAV/1001_DFA_ANG_XX.wav",
                     "tess": "OAF_angry/OAF_back_angry.wav", "savee": "DC_a01.wav or DC/a01.wav",
-                    "emodb": "wav/03a01Wa.wav"}
+                    "emodb": "wav/03a01Wa.wav", "emovo": "m2/rab-m2-l3.wav",
+                    "ased": "02Fearful/f2-03-02-02-65.wav", "turev": "Calm/1358_sk_beste.wav"}
 
 
 def _read_crema_d(path: Path) -> _Name | None:
@@ -241,7 +246,43 @@ def _read_emodb(path: Path) -> _Name | None:
                                          "repetition": version.lower()})
 
 
-_READERS = {"crema-d": _read_crema_d, "tess": _read_tess, "savee": _read_savee, "emodb": _read_emodb}
+def _read_emovo(path: Path) -> _Name | None:
+    """``rab-m2-l3``: emotion (3 letters), actor (f1-f3, m1-m3), sentence (b1-b3, l1-l4, n1-n5, d1-d2)."""
+    match = _EMOVO_NAME.match(path.stem)
+    if not match:
+        return None
+    code, actor, sentence = (g.lower() for g in match.groups())
+    return _Name(code, actor, {"gender": "female" if actor[0] == "f" else "male", "statement": sentence})
+
+
+def _read_ased(path: Path) -> _Name | None:
+    """``f2-03-02-02-65``: emotion letter + its number, sentence, repetition, gender (01 woman), speaker.
+
+    The speaker id alone names the speaker: a few speakers carry both gender codes in
+    the release, so the gender is kept per clip as written and never joins the id.
+    """
+    match = _ASED_NAME.match(path.stem)
+    if not match:
+        return None
+    letter, digit, sentence, repetition, gender, speaker = match.groups()
+    letter = letter.lower()
+    if _ASED_DIGITS[letter] != digit or not 1 <= int(speaker) <= 65:
+        return None
+    return _Name(letter, speaker, {"gender": "female" if gender == "01" else "male", "statement": int(sentence),
+                                   "repetition": int(repetition)})
+
+
+def _read_turev(path: Path) -> _Name | None:
+    """``1358_sk_beste``: speaker (4 digits), emotion code (kz, sk, mt, hl), the word."""
+    match = _TUREV_NAME.match(path.stem)
+    if not match:
+        return None
+    speaker, code, word = match.groups()
+    return _Name(code.lower(), speaker, {"statement": word.lower()})
+
+
+_READERS = {"crema-d": _read_crema_d, "tess": _read_tess, "savee": _read_savee, "emodb": _read_emodb,
+            "emovo": _read_emovo, "ased": _read_ased, "turev": _read_turev}
 
 
 def _corpus_key(name: str) -> str:
@@ -405,7 +446,7 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
         One of :data:`CORPORA`, or ``"auto"`` to pick the corpus whose naming convention
         most audio files follow. Naming: RAVDESS ``03-01-05-02-01-02-13``; CREMA-D
         ``1001_DFA_ANG_XX``; TESS ``OAF_back_angry``; SAVEE ``DC_a01`` or ``DC/a01``;
-        EmoDB ``03a01Wa``.
+        EmoDB ``03a01Wa``; EMOVO ``rab-m2-l3``; ASED ``f2-03-02-02-65``; TurEV-DB ``1358_sk_beste``.
 
     Returns
     -------
@@ -414,7 +455,8 @@ def index_corpus(root: str | os.PathLike, corpus: str = "auto") -> tuple[list[Cl
         set and ``meta["gender"]`` where known (CREMA-D: only with its
         ``VideoDemographics.csv`` in ``root`` or its parent). Speakers are ``"1"``..``"24"``
         for RAVDESS (as :func:`index_ravdess`) and ``"<corpus>:<id>"`` otherwise
-        (``"crema-d:1001"``, ``"tess:OAF"``, ``"savee:DC"``, ``"emodb:03"``), so they are
+        (``"crema-d:1001"``, ``"tess:OAF"``, ``"savee:DC"``, ``"emodb:03"``, ``"emovo:m2"``,
+        ``"ased:65"``, ``"turev:1358"``), so they are
         unique across corpora.
     dropped : dict
         Audio files left out, counted by reason: the English name of a label with no

@@ -45,11 +45,19 @@ def metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]
     }
 
 
+def fold_predicted(fold: dict) -> np.ndarray:
+    """A fold result's predicted classes: argmax of ``probs``, among each clip's ``allowed`` labels when saved."""
+    from ser.training import restricted_argmax
+
+    allowed = fold.get("allowed")
+    return restricted_argmax(np.asarray(fold["probs"]), None if allowed is None else np.asarray(allowed, dtype=bool))
+
+
 def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
     """Per-fold metrics, mean ± std over folds and metrics pooled over all test predictions."""
     per_fold = []
     for f in folds:
-        pred = np.asarray(f["probs"]).argmax(axis=1)
+        pred = fold_predicted(f)
         m = metrics(f["y_true"], pred, classes)
         per_fold.append({"fold": f["fold"], "test_speakers": f["test_speakers"], "n": m["n"],
                          "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
@@ -57,7 +65,7 @@ def summarize(folds: list[dict], classes: Sequence[str]) -> dict:
                          "best_epoch": f["history"].get("best_epoch"),
                          "epochs_run": len(f["history"].get("loss", []))})
     y_true = np.concatenate([f["y_true"] for f in folds])
-    y_pred = np.concatenate([np.asarray(f["probs"]).argmax(axis=1) for f in folds])
+    y_pred = np.concatenate([fold_predicted(f) for f in folds])
     keys = ("accuracy", "uar", "macro_f1")
     return {
         "pooled": metrics(y_true, y_pred, classes),
@@ -132,7 +140,7 @@ def render_markdown(report: dict) -> str:
     spread = f" ± {pooled['uar_std_over_draws']:.3f} over draws" if "uar_std_over_draws" in pooled else ""
     lines.append(f"| **pooled** | | {pooled['n']} | **{pooled['accuracy']:.3f}** | **{pooled['uar']:.3f}**{spread} | "
                  f"**{pooled['macro_f1']:.3f}** | | |")
-    for key in ("baseline", "clean"):
+    for key in ("baseline", "clean", "uncorrected"):
         if key in report:
             b = report[key]
             lines.append(f"| {b['what']} | | {b['n']} | {b['accuracy']:.3f} | {b['uar']:.3f} | {b['macro_f1']:.3f} "
@@ -216,7 +224,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
                           f"accurate); the config has features.kind={config.features.kind!r}")
     if spec.adaptive and not config.speakers.adapted_head:
         config = config.override({"speakers.adapted_head": True})  # refuses a config without encoder features
-    missing = si6_missing(clips) if spec.base == "si6" else []
+    missing = si6_missing(clips) if spec.base in ("si6", "si6+corpora") else []
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -231,7 +239,7 @@ def evaluate(clips: Sequence[Clip], config: Config, *, protocol: str, out_dir: s
         result = run_adaptation(clips, config, [spec], folds, out_dir=out, cache=cache, jobs=jobs,
                                 progress=progress)["protocols"][protocol]
         summary = {"pooled": result["pooled"], "folds": result["folds"], **_fold_spread(result["folds"])}
-        extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean") if k in result}}
+        extra = {"adaptation": True, **{k: result[k] for k in ("baseline", "clean", "uncorrected") if k in result}}
     else:
         x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress, executor=executor)
         results = cross_validate(clips, config, folds, x=x, augmented=augmented, out_dir=out, grid=grid,

@@ -492,16 +492,30 @@ class Recognizer:
             if len(groups) != len(paths):
                 raise ValueError(f"groups: {len(groups)} given for {len(paths)} paths")
 
-    @staticmethod
-    def _score_groups(kept: list, groups: Sequence[str], batch_size: int, score) -> None:
-        """Score each group's clips with the group's own statistics (unlabelled adaptation)."""
+    def speaker_stats(self, x: np.ndarray):
+        """Statistics of unlabelled clips of one speaker for the adapted head, shape ``x``: ``(n, *features)``.
+
+        With ``speakers.correct_mix`` and a speaker norm that has class statistics, they are
+        corrected for the emotions the clips hold, estimated by the inductive head's mean
+        posterior over them (:meth:`ser.speakers.SpeakerNorm.correct`): a speaker heard in one
+        emotion is then not standardised into neutrality.
+        """
         from ser.speakers import SpeakerStats
 
+        self.require_adapted_head()
+        stats = SpeakerStats.of(x)
+        if self._config.speakers.correct_mix and self._speaker_norm.class_offset is not None:
+            mix = np.concatenate([self._scores(x[i:i + 64]) for i in range(0, len(x), 64)]).mean(axis=0)
+            stats = self._speaker_norm.correct(stats, mix)
+        return stats
+
+    def _score_groups(self, kept: list, groups: Sequence[str], batch_size: int, score) -> None:
+        """Score each group's clips with the group's own statistics (unlabelled adaptation)."""
         by_group: dict[str, list] = {}
         for entry in kept:
             by_group.setdefault(str(groups[entry[0]]), []).append(entry)
         for members in by_group.values():
-            stats = (SpeakerStats.of(np.stack([x for _, x, _ in members])), "adapt")
+            stats = (self.speaker_stats(np.stack([x for _, x, _ in members])), "adapt")
             for first in range(0, len(members), batch_size):
                 score(members[first:first + batch_size], stats)
 

@@ -47,6 +47,13 @@ CORPUS_LABELS: dict[str, dict[str, str | None]] = {
     # Trauer, Neutral).
     "emodb": {"W": "angry", "L": None, "E": "disgust", "A": "fearful", "F": "happy", "T": "sad",
               "N": "neutral"},
+    # EMOVO: first field of dis-f1-b1 (Italian: neutrale, gioia, tristezza, rabbia, paura, disgusto, sorpresa).
+    "emovo": {"neu": "neutral", "gio": "happy", "tri": "sad", "rab": "angry", "pau": "fearful", "dis": "disgust",
+              "sor": "surprised"},
+    # ASED: the letter of n1-01-01-01-01 (its digit is the folder number 1-5 and must agree).
+    "ased": {"n": "neutral", "f": "fearful", "h": "happy", "s": "sad", "a": "angry"},
+    # TurEV-DB: second field of 1358_sk_beste (Turkish: kızgın, sakin, mutlu, hüzünlü).
+    "turev": {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"},
 }
 
 #: English name of each corpus label mapped to ``None`` in :data:`CORPUS_LABELS`; these

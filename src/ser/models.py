@@ -95,9 +95,51 @@ def _compile(x, inputs, config: Config):
 
     outputs = layers.Dense(len(config.classes), activation="softmax", name="emotion")(x)
     model = keras.Model(inputs, outputs, name=f"ser_{config.model.architecture}")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.train.learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
-        metrics=["accuracy"],
-    )
+    compile_for(model, config, masked=False)
     return model
+
+
+def masked_crossentropy(y_true, y_pred):
+    """Cross-entropy of the softmax renormalised over each clip's allowed labels.
+
+    ``y_true`` packs, for ``C`` classes, the target distribution ``[:, :C]`` (zero outside
+    the allowed labels) and the 0/1 mask of the labels the clip's corpus has ``[:, C:]``.
+    The loss is ``-sum(t * log(p / sum(p * mask)))``: a clip of a corpus without
+    ``calm`` neither rewards nor punishes the ``calm`` output, so corpora that do not
+    share a label set train one head without teaching it that absent labels are wrong.
+    """
+    from keras import ops
+
+    n = ops.shape(y_pred)[-1]
+    target, mask = y_true[:, :n], y_true[:, n:]
+    allowed = ops.sum(y_pred * mask, axis=-1, keepdims=True)
+    log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0)) - ops.log(ops.clip(allowed, 1e-7, 1.0))
+    return -ops.sum(target * log_p, axis=-1)
+
+
+def masked_accuracy(y_true, y_pred):
+    """Accuracy of the argmax over each clip's allowed labels (``y_true`` packed as for the loss)."""
+    from keras import ops
+
+    n = ops.shape(y_pred)[-1]
+    target, mask = y_true[:, :n], y_true[:, n:]
+    hit = ops.argmax(y_pred * mask - (1.0 - mask), axis=-1) == ops.argmax(target, axis=-1)
+    return ops.cast(hit, "float32")
+
+
+def compile_for(model, config: Config, *, masked: bool) -> None:
+    """(Re)compile ``model``: plain cross-entropy, or the masked one for mixed label sets.
+
+    Targets of the masked loss carry the label smoothing already (spread over the allowed
+    labels only), so the loss adds none. After a masked fit the model is compiled plain
+    again, so that a saved model refers to built-in Keras objects only.
+    """
+    import keras
+
+    optimizer = keras.optimizers.Adam(learning_rate=config.train.learning_rate)
+    if masked:
+        model.compile(optimizer=optimizer, loss=masked_crossentropy, metrics=[masked_accuracy])
+    else:
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                      metrics=["accuracy"])

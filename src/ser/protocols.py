@@ -3,6 +3,10 @@
 Names (see ``docs/design.md``):
 
 - ``si6``, ``seed-split``, ``group-kfold``: cross-validation of one head (:func:`ser.evaluation.evaluate`).
+- ``loco``: leave one corpus out — train on the other corpora, score the left-out corpus over the
+  labels it has (argmax among them); ``si6+corpora``: the si6 folds with every other corpus given
+  added to each training side (RAVDESS test actors never seen). Both train on mixed label sets
+  (:func:`ser.training.fit`: masked loss, corpus and speaker balance).
 - Speaker adaptation, reported beside the plain protocol and never instead of it. Over the ``si6``
   folds (RAVDESS, all 24 actors) or, for any corpus with speakers, over ``group-kfold`` folds
   (prefix ``group-kfold-``). Both heads — the inductive one and the speaker-adapted one (every
@@ -13,6 +17,9 @@ Names (see ``docs/design.md``):
   - ``si6-enrol``: statistics of the speaker's neutral + calm clips (an enrolment), scored on the rest;
   - ``si6-adapt-K``: statistics of K random clips of the speaker, scored on the rest (5 draws);
   - ``si6-adapt-all``: statistics of all of the speaker's clips, scored on all of them;
+  - ``si6-onesided``: statistics of the speaker's clips of one emotion only (each emotion with 2+
+    clips in turn, one draw each), scored on all of the speaker's clips — the case where
+    standardising erases the emotion, which ``--adapt`` must survive;
   - ``channel-shift``: each test speaker's audio through one random channel (EQ, band limit, codec,
     noise; the same channel for all their clips), scored by the inductive head (clean and shifted)
     and by the adapted head with statistics of the shifted clips.
@@ -35,21 +42,22 @@ import numpy as np
 from ser.config import Config
 from ser.dataset import Clip
 from ser.errors import ConfigError, ManifestError
-from ser.training import FEATURE_LOGGERS, Fold, enrol_mask, fold_digest, load_fold, speakers_of
+from ser.training import FEATURE_LOGGERS, Fold, corpora_of, enrol_mask, fold_digest, load_fold, speakers_of
 
 log = logging.getLogger(__name__)
 
 #: Fold schemes: the plain protocols, and the bases an adaptation protocol is run over.
-PLAIN = ("si6", "seed-split", "group-kfold")
-BASES = ("si6", "group-kfold")
+PLAIN = ("si6", "seed-split", "group-kfold", "loco", "si6+corpora")
+BASES = ("si6", "group-kfold", "loco", "si6+corpora")
 #: Random draws of the K clips of ``*-adapt-K``, per test speaker.
 DRAWS = 5
 #: Adaptation kinds besides ``adapt-K``.
-KINDS = ("prior", "enrol", "adapt-all", "channel-shift")
+KINDS = ("prior", "enrol", "adapt-all", "channel-shift", "onesided")
 
-PROTOCOL_HELP = ("si6 (RAVDESS, all 24 actors), seed-split, group-kfold; speaker adaptation: si6-enrol, "
-                 "si6-adapt-K (e.g. si6-adapt-20), si6-adapt-all, si6-prior, channel-shift, or the same over "
-                 "speaker-grouped folds of any corpus: group-kfold-enrol, group-kfold-adapt-K, ...")
+PROTOCOL_HELP = ("si6 (RAVDESS, all 24 actors), seed-split, group-kfold, loco (leave one corpus out), si6+corpora "
+                 "(si6 with other corpora on every training side); speaker adaptation: si6-enrol, si6-adapt-K "
+                 "(e.g. si6-adapt-20), si6-adapt-all, si6-prior, si6-onesided, channel-shift, or the same over "
+                 "the other bases: loco-adapt-all, si6+corpora-adapt-20, group-kfold-enrol, ...")
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,8 @@ def adaptation_rows(protocols: Sequence[Protocol]) -> list[str]:
 
 def fold_predictions(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, fold: Fold,
                      protocols: Sequence[Protocol], *, augmented: np.ndarray | None = None,
-                     x_channel: np.ndarray | None = None, draws: int = DRAWS) -> tuple[dict, dict]:
+                     x_channel: np.ndarray | None = None, draws: int = DRAWS,
+                     corpora: np.ndarray | None = None) -> tuple[dict, dict]:
     """Train both heads on the fold's training side; predictions of each protocol on its test speakers.
 
     Parameters
@@ -125,6 +134,9 @@ def fold_predictions(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.
         Class index and speaker of every clip.
     x_channel : numpy.ndarray, optional
         Features of every clip through its speaker's channel (``channel-shift`` only).
+    corpora : numpy.ndarray, optional
+        Corpus of every clip: mixed training (:func:`ser.training.fit`) and, for folds with
+        ``restrict``, predictions among each test clip's corpus's labels.
 
     Returns
     -------
@@ -137,18 +149,32 @@ def fold_predictions(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.
     from ser.speakers import SpeakerStats
     from ser.training import fit, fit_adapted, predict_proba
 
-    inductive, ind_history = fit(config, x, y, speakers, fold.train, augmented=augmented)
-    adapted, ada_history, norm = fit_adapted(config, x, y, speakers, fold.train, augmented=augmented)
+    from ser.training import label_masks, restricted_argmax
+
+    inductive, ind_history = fit(config, x, y, speakers, fold.train, augmented=augmented, corpora=corpora)
+    adapted, ada_history, norm = fit_adapted(config, x, y, speakers, fold.train, augmented=augmented,
+                                             corpora=corpora)
     position = {int(i): p for p, i in enumerate(fold.test)}
     enrol = enrol_mask(y, config.classes)
     rows: dict[str, list] = {}
+    # loco: each test clip is predicted among the labels its corpus has.
+    allowed = label_masks(y, corpora, fold.test, len(config.classes)) if fold.restrict else None
 
     def ind(feats, idx):
-        return predict_proba(inductive, feats[idx]).argmax(axis=1)
+        return restricted_argmax(predict_proba(inductive, feats[idx]), None if allowed is None else allowed[idx])
 
-    def ada(feats, idx, stats_idx, kind="adapt"):
+    def ada(feats, idx, stats_idx, kind="adapt", correct=config.speakers.correct_mix):
         stats = SpeakerStats.of(feats[stats_idx]) if stats_idx is not None else None
-        return predict_proba(adapted, norm.normalize(feats[idx], stats, kind)).argmax(axis=1)
+        if stats is not None and kind == "adapt" and correct:
+            # The emotion mix of the statistics' clips, estimated without labels by the inductive head.
+            stats = norm.correct(stats, predict_proba(inductive, feats[stats_idx]).mean(axis=0))
+        probs = predict_proba(adapted, norm.normalize(feats[idx], stats, kind))
+        return restricted_argmax(probs, None if allowed is None else allowed[idx])
+
+    def uncorrected(name, draw, idx, stats_idx):
+        # The same adapted head with raw statistics: what the mix correction changes, on the same heads.
+        if config.speakers.correct_mix:
+            add(f"{name}:uncorrected", draw, idx, ada(x, idx, stats_idx, correct=False))
 
     def add(name, draw, idx, pred):
         entry = rows.setdefault(name, [])
@@ -170,6 +196,7 @@ def fold_predictions(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.
             elif p.kind == "adapt-all":
                 add(p.name, 0, own, ada(x, own, own))
                 add(f"{p.name}:baseline", 0, own, ind(x, own))
+                uncorrected(p.name, 0, own, own)
             elif p.kind == "enrol":
                 calm, rest = own[enrol[own]], own[~enrol[own]]
                 if calm.size < 2 or rest.size == 0:
@@ -188,6 +215,15 @@ def fold_predictions(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.
                     left = np.setdiff1d(own, chosen)
                     add(p.name, draw, left, ada(x, left, chosen))
                     add(f"{p.name}:baseline", draw, left, ind(x, left))
+                    uncorrected(p.name, draw, left, chosen)
+            elif p.kind == "onesided":
+                # One draw per emotion (in class order), the same emotion for every speaker of the draw.
+                for draw in range(len(config.classes)):
+                    one = own[y[own] == draw]
+                    if one.size >= 2:
+                        add(p.name, draw, own, ada(x, own, one))
+                        add(f"{p.name}:baseline", draw, own, ind(x, own))
+                        uncorrected(p.name, draw, own, one)
             elif p.kind == "channel-shift":
                 add(f"{p.name}:clean", 0, own, ind(x, own))
                 add(f"{p.name}:baseline", 0, own, ind(x_channel, own))
@@ -199,6 +235,7 @@ def _summary(draws: list[list], y: np.ndarray, classes: Sequence[str]) -> dict:
     """Metrics of one row pooled over folds: the mean over draws; confusion and per class summed over them."""
     from ser.evaluation import metrics
 
+    draws = [d for d in draws if d[0]]  # onesided: an emotion no test speaker has twice is no draw
     per_draw = [metrics(y[np.asarray(idx, dtype=int)], np.asarray(pred, dtype=int), classes) for idx, pred in draws]
     all_idx = np.concatenate([np.asarray(idx, dtype=int) for idx, _ in draws])
     all_pred = np.concatenate([np.asarray(pred, dtype=int) for _, pred in draws])
@@ -276,6 +313,7 @@ def run_adaptation(clips: Sequence[Clip], config: Config, protocols: Sequence[st
     rows = adaptation_rows(specs)
     y = encode([c.label for c in clips], config.classes)
     speakers = speakers_of(clips)
+    corpora = corpora_of(clips)
     x = augmented = x_channel = None
     pooled_rows: dict[str, list] = {}
     per_fold = []
@@ -293,7 +331,7 @@ def run_adaptation(clips: Sequence[Clip], config: Config, protocols: Sequence[st
             log.info("fold %d: training both heads on %d clips, testing on %d (speakers %s)", fold.number,
                      fold.train.size, fold.test.size, ", ".join(fold.test_speakers))
             fold_rows, histories = fold_predictions(config, x, y, speakers, fold, specs, augmented=augmented,
-                                                    x_channel=x_channel, draws=draws)
+                                                    x_channel=x_channel, draws=draws, corpora=corpora)
             saved = {"fold": fold.number, "test_speakers": list(fold.test_speakers),
                      "paths": [str(clips[i].path) for i in fold.test], "rows": fold_rows,
                      "epochs_run": len(histories["inductive"].get("loss", [])), "histories": histories,
@@ -303,7 +341,7 @@ def run_adaptation(clips: Sequence[Clip], config: Config, protocols: Sequence[st
         else:
             saved["resumed"] = True
         per_fold.append(saved)
-        for row in rows:
+        for row in rows + [f"{p.name}:uncorrected" for p in specs]:
             entry = pooled_rows.setdefault(row, [])
             for d, (pos, pred) in enumerate(saved["rows"].get(row, [])):
                 while len(entry) <= d:
@@ -322,6 +360,9 @@ def run_adaptation(clips: Sequence[Clip], config: Config, protocols: Sequence[st
         if p.kind == "channel-shift":
             result["clean"] = {"what": "inductive head on the same speakers' clean clips",
                                **_summary(pooled_rows[f"{p.name}:clean"], y, config.classes)}
+        if any(d[0] for d in pooled_rows.get(f"{p.name}:uncorrected", [])):
+            result["uncorrected"] = {"what": "adapted head, statistics not corrected for their emotion mix",
+                                     **_summary(pooled_rows[f"{p.name}:uncorrected"], y, config.classes)}
         result["folds"] = [_fold_summary(f, p.name, fold, y, config.classes) for f, fold in zip(per_fold, folds)
                            if any(d[0] for d in f["rows"].get(p.name, []))]
         results[p.name] = result

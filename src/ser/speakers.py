@@ -118,12 +118,54 @@ class SpeakerNorm:
         estimates of all-emotion statistics.
     prior_weight : float
         ``k0``: the prior counts as this many clips when shrinking.
+    class_offset, class_var : numpy.ndarray, optional
+        ``(C, *feature_shape)``: for each class, the mean over training speakers of (the class's
+        clips' mean − all their clips' mean) and of the class's variance, in the model's class
+        order. With them, unlabelled statistics are corrected for the mix of emotions they were
+        taken from (:meth:`correct`). ``None`` in norms written before they existed.
+    class_prior : numpy.ndarray, optional
+        ``(C,)``: the class mix behind a training speaker's all-clip statistics.
     """
 
     prior: SpeakerStats
     enrol_shift: np.ndarray
     enrol_scale: np.ndarray
     prior_weight: float
+    class_offset: np.ndarray | None = None
+    class_var: np.ndarray | None = None
+    class_prior: np.ndarray | None = None
+
+    def _mixture(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean offset and variance of a typical speaker's clips drawn with class proportions ``mix``."""
+        mix = np.asarray(mix, dtype=np.float64)
+        mix = mix / mix.sum()
+        offset = np.tensordot(mix, self.class_offset, axes=1)
+        spread = self.class_var + (self.class_offset - offset) ** 2
+        return offset, np.tensordot(mix, spread, axes=1)
+
+    def correct(self, stats: SpeakerStats, mix: np.ndarray | None) -> SpeakerStats:
+        """Statistics of unlabelled clips turned into estimates of the speaker's all-emotion statistics.
+
+        Clips of one emotion have a mean shifted toward that emotion and a smaller spread;
+        standardising by them erases the emotion they share. Given ``mix``, the estimated
+        class proportions of the clips (the inductive head's mean posterior, no labels), the
+        typical shift and spread of that mix (learned on the training speakers) are replaced
+        by those of the training mix. A mix equal to the training mix changes nothing.
+
+        Parameters
+        ----------
+        stats : SpeakerStats
+            Raw statistics of the speaker's clips.
+        mix : numpy.ndarray or None
+            ``(C,)`` nonnegative class proportions; ``None`` (or a norm without class
+            statistics) returns ``stats`` unchanged.
+        """
+        if mix is None or self.class_offset is None:
+            return stats
+        seen_offset, seen_var = self._mixture(mix)
+        full_offset, full_var = self._mixture(self.class_prior)
+        return SpeakerStats(stats.mean - seen_offset + full_offset,
+                            stats.var * (full_var + EPS) / (seen_var + EPS), stats.n)
 
     def resolve(self, stats: SpeakerStats | None, kind: str = "adapt") -> SpeakerStats:
         """The statistics to standardise a speaker with.
@@ -151,8 +193,9 @@ class SpeakerNorm:
         return self.resolve(stats, kind).apply(x)
 
     @classmethod
-    def fit(cls, x: np.ndarray, speakers: np.ndarray, enrol: np.ndarray, *, prior_weight: float) -> SpeakerNorm:
-        """Learn the prior and the enrolment correction from training clips.
+    def fit(cls, x: np.ndarray, speakers: np.ndarray, enrol: np.ndarray, *, prior_weight: float,
+            labels: np.ndarray | None = None, n_classes: int | None = None) -> SpeakerNorm:
+        """Learn the prior and the enrolment correction (and, given labels, the class statistics) from training clips.
 
         Parameters
         ----------
@@ -164,6 +207,10 @@ class SpeakerNorm:
             Which clips are neutral or calm (the kind of speech an enrolment holds).
         prior_weight : float
             ``k0`` (see the class).
+        labels, n_classes : numpy.ndarray, int, optional
+            Class index of each clip and the number of classes: learn ``class_offset``,
+            ``class_var`` and ``class_prior`` (each class from the speakers with 2+ clips of it;
+            a class no speaker has twice gets no offset and the prior's variance).
         """
         stats, shifts, scales = [], [], []
         for speaker in sorted(set(speakers.tolist())):
@@ -178,7 +225,19 @@ class SpeakerNorm:
                              len(stats))
         shift = np.mean(shifts, axis=0) if shifts else np.zeros(shape)
         scale = np.mean(scales, axis=0) if scales else np.ones(shape)
-        return cls(prior, shift, scale, float(prior_weight))
+        if labels is None:
+            return cls(prior, shift, scale, float(prior_weight))
+        offsets = np.zeros((n_classes, *shape))
+        variances = np.broadcast_to(prior.var, (n_classes, *shape)).copy()
+        for c in range(n_classes):
+            per_speaker = [(x[(speakers == s) & (labels == c)], own.mean)
+                           for s, own in zip(sorted(set(speakers.tolist())), stats)]
+            per_speaker = [(clips, mean) for clips, mean in per_speaker if len(clips) >= 2]
+            if per_speaker:
+                offsets[c] = np.mean([clips.mean(axis=0) - mean for clips, mean in per_speaker], axis=0)
+                variances[c] = np.mean([clips.var(axis=0) for clips, _ in per_speaker], axis=0)
+        class_prior = np.bincount(labels, minlength=n_classes).astype(np.float64)
+        return cls(prior, shift, scale, float(prior_weight), offsets, variances, class_prior / class_prior.sum())
 
     # --- files ---------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -187,6 +246,11 @@ class SpeakerNorm:
                   "prior_weight": self.prior_weight}
         arrays = {"prior_mean": self.prior.mean, "prior_var": self.prior.var, "enrol_shift": self.enrol_shift,
                   "enrol_scale": self.enrol_scale}
+        if self.class_offset is not None:
+            # One array per class (every array of the file has the feature shape), the mix in the header.
+            header["class_prior"] = [float(v) for v in self.class_prior]
+            arrays.update({f"class_offset_{c}": v for c, v in enumerate(self.class_offset)})
+            arrays.update({f"class_var_{c}": v for c, v in enumerate(self.class_var)})
         return _write_npz(path, header, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
 
     @classmethod
@@ -199,16 +263,27 @@ class SpeakerNorm:
             Missing or malformed file, or a header field or array of the wrong type, shape or range
             (one line naming the file and the field).
         """
+        names = ("prior_mean", "prior_var", "enrol_shift", "enrol_scale")
         try:
-            header, arrays = _read_npz(path, "speaker-norm", ("prior_mean", "prior_var", "enrol_shift",
-                                                              "enrol_scale"), nonnegative=("prior_var", "enrol_scale"))
+            header, arrays = _read_npz(path, "speaker-norm", names, nonnegative=("prior_var", "enrol_scale"))
             at = _at(path)
             prior_n = _field(header, "prior_n", at, _is_count, "a positive integer")
             prior_weight = _field(header, "prior_weight", at, _is_weight, f"a number from 0 to {MAX_CLIPS}")
+            mix = _field(header, "class_prior", at, _is_mix, "a list of 2+ class proportions (>= 0, sum 1)", None)
+            if mix is not None:
+                per_class = tuple(f"class_{k}_{c}" for k in ("offset", "var") for c in range(len(mix)))
+                header, arrays = _read_npz(path, "speaker-norm", names + per_class,
+                                           nonnegative=("prior_var", "enrol_scale",
+                                                        *(n for n in per_class if n.startswith("class_var"))))
         except ProfileError as exc:
             raise ModelError(str(exc)) from None
         prior = SpeakerStats(arrays["prior_mean"], arrays["prior_var"], prior_n)
-        return cls(prior, arrays["enrol_shift"], arrays["enrol_scale"], float(prior_weight))
+        classes = {}
+        if mix is not None:
+            classes = {"class_offset": np.stack([arrays[f"class_offset_{c}"] for c in range(len(mix))]),
+                       "class_var": np.stack([arrays[f"class_var_{c}"] for c in range(len(mix))]),
+                       "class_prior": np.asarray(mix, dtype=np.float64)}
+        return cls(prior, arrays["enrol_shift"], arrays["enrol_scale"], float(prior_weight), **classes)
 
 
 def normalize_by_group(x: np.ndarray, groups: np.ndarray, norm: SpeakerNorm) -> np.ndarray:
@@ -557,6 +632,11 @@ def _is_name(value) -> bool:
 def _is_count(value) -> bool:
     # type(...) is int: JSON true is a bool (an int in Python), 3.0 is not a count.
     return type(value) is int and 1 <= value <= MAX_CLIPS
+
+
+def _is_mix(value) -> bool:
+    return (isinstance(value, list) and 2 <= len(value) <= 64
+            and all(type(v) in (int, float) and 0 <= v <= 1 for v in value) and abs(sum(value) - 1) < 1e-6)
 
 
 def _is_weight(value) -> bool:

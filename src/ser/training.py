@@ -36,22 +36,82 @@ SI6_FOLDS: tuple[tuple[int, ...], ...] = (
     (1, 11, 20, 21), (4, 10, 12, 14), (8, 9, 19, 23), (3, 5, 7, 24), (2, 15, 16, 18), (6, 13, 17, 22),
 )
 
-PROTOCOLS = ("seed-split", "si6", "group-kfold")
+PROTOCOLS = ("seed-split", "si6", "group-kfold", "loco", "si6+corpora")
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One train/test split: indices into the clip list."""
+    """One train/test split: indices into the clip list.
+
+    ``restrict``: each test clip is scored among the labels its corpus has (``loco``: a corpus
+    without ``calm`` is never wrong by ``calm``); ``corpus``: the left-out corpus, if any.
+    """
 
     number: int
     train: np.ndarray
     test: np.ndarray
     test_speakers: tuple[str, ...] = ()
+    restrict: bool = False
+    corpus: str = ""
 
 
 def speakers_of(clips: Sequence[Clip]) -> np.ndarray:
     """Speaker id per clip; a clip with no speaker is its own group."""
     return np.array([c.speaker or f"clip:{c.path}" for c in clips])
+
+
+def corpora_of(clips: Sequence[Clip]) -> np.ndarray:
+    """Corpus of each clip (``meta["corpus"]``; ``""`` for manifest rows that do not say)."""
+    return np.array([str((c.meta or {}).get("corpus", "")) for c in clips])
+
+
+def label_masks(y: np.ndarray, corpora: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Which labels each clip's corpus has, as seen among the clips ``idx``: bool ``(n, n_classes)``.
+
+    A corpus's label set is the labels its clips in ``idx`` (a training side) carry, so a
+    test corpus's labels are never read; clips of a corpus absent from ``idx`` get every label.
+    """
+    masks = np.ones((len(y), n_classes), dtype=bool)
+    for corpus in np.unique(corpora[idx]):
+        present = np.zeros(n_classes, dtype=bool)
+        present[np.unique(y[idx][corpora[idx] == corpus])] = True
+        masks[corpora == corpus] = present
+    return masks
+
+
+def is_mixed(corpora: np.ndarray | None, idx: np.ndarray) -> bool:
+    """Whether the clips ``idx`` come from more than one corpus (the masked, balanced training applies)."""
+    return corpora is not None and len(np.unique(corpora[idx])) > 1
+
+
+def mixed_weights(y: np.ndarray, corpora: np.ndarray, speakers: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sample weights of clips ``idx`` from several corpora, mean 1: ``(len(idx),)`` float32.
+
+    Each corpus gets the same total weight, split equally among its speakers, each speaker's
+    share split over their clips in inverse proportion to their class's frequency in the
+    corpus (the single-corpus "balanced" class weights, within the corpus). Without it,
+    ASED (65 speakers, 2474 clips) would outweigh EMOVO (6 actors, 588 clips) four to one.
+    """
+    w = np.empty(len(idx), dtype=np.float64)
+    cs, ss, ys = corpora[idx], speakers[idx], y[idx]
+    corpus_names = np.unique(cs)
+    for corpus in corpus_names:
+        in_corpus = cs == corpus
+        classes, counts = np.unique(ys[in_corpus], return_counts=True)
+        class_w = dict(zip(classes.tolist(), (in_corpus.sum() / (len(classes) * counts)).tolist()))
+        own_speakers = np.unique(ss[in_corpus])
+        for speaker in own_speakers:
+            own = np.flatnonzero(in_corpus & (ss == speaker))
+            cw = np.array([class_w[int(c)] for c in ys[own]])
+            w[own] = cw / cw.sum() / len(own_speakers) / len(corpus_names)
+    return (w * len(idx)).astype(np.float32)
+
+
+def restricted_argmax(probs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Predicted class per row among the labels ``mask`` allows (``(C,)`` or ``(n, C)`` bool; None: all)."""
+    if mask is None:
+        return probs.argmax(axis=1)
+    return np.where(np.broadcast_to(mask, probs.shape), probs, -np.inf).argmax(axis=1)
 
 
 def seed_split(clips: Sequence[Clip], *, test_size: float = 0.2, seed: int = 42) -> list[Fold]:
@@ -123,13 +183,64 @@ def group_kfold(clips: Sequence[Clip], *, k: int = 5) -> list[Fold]:
     return out
 
 
+def loco_folds(clips: Sequence[Clip]) -> list[Fold]:
+    """Leave one corpus out: one fold per corpus, trained on all the others, scored over the labels it has.
+
+    Folds are numbered in corpus order (sorted names); the test side is every clip of the corpus
+    and ``restrict`` is set, so its clips are predicted among that corpus's labels only.
+
+    Raises
+    ------
+    ManifestError
+        Fewer than two corpora, or clips that do not say their corpus (a generic manifest).
+    """
+    corpora = corpora_of(clips)
+    if (corpora == "").any():
+        raise ManifestError(f"loco: {int((corpora == '').sum())} clips do not say their corpus (generic manifest "
+                            "rows); give corpus folders or manifests written by ser data index")
+    names = sorted(set(corpora.tolist()))
+    if len(names) < 2:
+        raise ManifestError(f"loco needs clips of two or more corpora; found only {names[0] if names else 'none'}")
+    speakers = speakers_of(clips)
+    folds = []
+    for number, corpus in enumerate(names, start=1):
+        test = np.flatnonzero(corpora == corpus)
+        folds.append(Fold(number, np.flatnonzero(corpora != corpus), test,
+                          tuple(sorted(set(speakers[test].tolist()), key=lambda s: (len(s), s))), True, corpus))
+    return folds
+
+
+def si6_corpora_folds(clips: Sequence[Clip], *, partial: bool = False) -> list[Fold]:
+    """``si6+corpora``: the si6 folds with the clips of every other corpus on each training side.
+
+    The test side is RAVDESS test actors only, never seen in training; this differs from
+    :func:`si6_folds` only in refusing data without another corpus, so that its name says what
+    trained it.
+
+    Raises
+    ------
+    ManifestError
+        No corpus besides RAVDESS in the data, or as :func:`si6_folds`.
+    """
+    others = sorted(set(corpora_of(clips).tolist()) - {"ravdess", ""})
+    if not others:
+        raise ManifestError("si6+corpora needs RAVDESS and at least one other corpus (e.g. --data emovo); use si6 "
+                            "for RAVDESS alone")
+    return si6_folds(clips, partial=partial)
+
+
 def make_folds(clips: Sequence[Clip], protocol: str, *, k: int = 5, seed: int = 42,
                partial: bool = False) -> list[Fold]:
-    """Folds of a named protocol: ``seed-split``, ``si6`` (``partial``: see :func:`si6_folds`) or ``group-kfold``."""
+    """Folds of a named protocol: ``seed-split``, ``si6`` (``partial``: see :func:`si6_folds`), ``group-kfold``,
+    ``loco`` (:func:`loco_folds`) or ``si6+corpora`` (:func:`si6_corpora_folds`)."""
     if protocol == "seed-split":
         return seed_split(clips, seed=seed)
     if protocol == "si6":
         return si6_folds(clips, partial=partial)
+    if protocol == "si6+corpora":
+        return si6_corpora_folds(clips, partial=partial)
+    if protocol == "loco":
+        return loco_folds(clips)
     if protocol == "group-kfold":
         return group_kfold(clips, k=k)
     raise ConfigError(f"protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
@@ -187,7 +298,7 @@ def _class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
-        augmented: np.ndarray | None = None, progress: bool = False):
+        augmented: np.ndarray | None = None, progress: bool = False, corpora: np.ndarray | None = None):
     """Fit one model on the clips ``train`` (indices into ``x``).
 
     Parameters
@@ -207,6 +318,12 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
         copies of fitting clips are used.
     progress : bool
         Show Keras' per-epoch progress.
+    corpora : numpy.ndarray, optional
+        Corpus of all clips (:func:`corpora_of`). When ``train`` spans several, each clip's
+        loss is the cross-entropy over the labels its corpus has
+        (:func:`ser.models.masked_crossentropy`, masks from :func:`label_masks`) and, with
+        ``train.corpus_balance``, clips are weighted by :func:`mixed_weights` instead of the
+        class weights. One corpus (or ``None``) trains exactly as before.
 
     Returns
     -------
@@ -220,13 +337,14 @@ def fit(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, trai
         ensemble adds ``members`` with each member's history).
     """
     if config.train.ensemble == 1:
-        return _fit_one(config, x, y, speakers, train, augmented=augmented, progress=progress)
+        return _fit_one(config, x, y, speakers, train, augmented=augmented, progress=progress, corpora=corpora)
     from ser.models import ensemble_model
 
     members, histories = [], []
     for k in range(config.train.ensemble):
         member_config = config.override({"train.seed": config.train.seed + k, "train.ensemble": 1})
-        model, history = _fit_one(member_config, x, y, speakers, train, augmented=augmented, progress=progress)
+        model, history = _fit_one(member_config, x, y, speakers, train, augmented=augmented, progress=progress,
+                                  corpora=corpora)
         model.name = f"member{k}"
         members.append(model)
         histories.append(history)
@@ -255,8 +373,10 @@ def near_chance(uar: float, chance: float, n: int) -> bool:
 
 
 def validation_score(model, x: np.ndarray, y: np.ndarray, classes: Sequence[str],
-                     speakers: Sequence[str] = ()) -> dict:
+                     speakers: Sequence[str] = (), masks: np.ndarray | None = None) -> dict:
     """UAR and accuracy of ``model`` on validation clips ``x`` (class indices ``y``), with chance level.
+
+    ``masks`` (``(n, C)`` bool, mixed corpora): each clip predicted among its corpus's labels.
 
     Returns
     -------
@@ -266,7 +386,7 @@ def validation_score(model, x: np.ndarray, y: np.ndarray, classes: Sequence[str]
     """
     from ser.evaluation import metrics
 
-    m = metrics(y, predict_proba(model, x).argmax(axis=1), classes)
+    m = metrics(y, restricted_argmax(predict_proba(model, x), masks), classes)
     chance = 1.0 / len(np.unique(y))
     return {"speakers": list(speakers), "clips": m["n"], "uar": m["uar"], "accuracy": m["accuracy"],
             "chance_uar": chance, "near_chance": near_chance(m["uar"], chance, m["n"])}
@@ -284,7 +404,7 @@ SUBSET_SIZES: tuple = (5, 10, 20, "all", "enrol")
 
 
 def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
-                augmented: np.ndarray | None = None, progress: bool = False):
+                augmented: np.ndarray | None = None, progress: bool = False, corpora: np.ndarray | None = None):
     """Fit the speaker-adapted head: every training speaker standardised by their own statistics.
 
     Same parameters as :func:`fit`. Clean clips are standardised with statistics of
@@ -305,7 +425,8 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
     from ser.speakers import SpeakerNorm, SpeakerStats, normalize_by_group
 
     enrol = enrol_mask(y, config.classes)
-    norm = SpeakerNorm.fit(x[train], speakers[train], enrol[train], prior_weight=config.speakers.prior_weight)
+    norm = SpeakerNorm.fit(x[train], speakers[train], enrol[train], prior_weight=config.speakers.prior_weight,
+                           labels=y[train], n_classes=len(config.classes))
     xn = x.astype(np.float32, copy=True)
     xn[train] = normalize_by_group(x[train], speakers[train], norm)
     an = None
@@ -323,53 +444,97 @@ def fit_adapted(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarr
                     elif isinstance(size, int) and size < own.size:
                         subset = rng.choice(own, size=size, replace=False)
                 an[own, copy] = norm.normalize(augmented[own, copy], SpeakerStats.of(x[subset]), kind)
-    model, history = fit(config, xn, y, speakers, train, augmented=an, progress=progress)
+    model, history = fit(config, xn, y, speakers, train, augmented=an, progress=progress, corpora=corpora)
     return model, history, norm
 
 
 def _fit_one(config: Config, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, train: np.ndarray, *,
-             augmented: np.ndarray | None = None, progress: bool = False):
+             augmented: np.ndarray | None = None, progress: bool = False, corpora: np.ndarray | None = None):
     keras = import_keras()
     t = config.train
     n_classes = len(config.classes)
     fit_idx, val_idx = pick_validation(speakers, train, n=t.validation_speakers, seed=t.seed)
     x_fit, y_fit = x[fit_idx], y[fit_idx]
+    n_copies = 0
     if augmented is not None and config.augment.copies:
         copies = augmented[fit_idx]
+        n_copies = copies.shape[1]
         x_fit = np.concatenate([x_fit, copies.reshape(-1, *x.shape[1:])])
         y_fit = np.concatenate([y_fit, np.repeat(y[fit_idx], copies.shape[1])])
 
     keras.utils.set_random_seed(t.seed)
-    from ser.models import build_model
+    from ser.models import build_model, compile_for
 
     model = build_model(config, input_shape=x.shape[1:], x_train=x_fit)
     weights = _class_weights(y_fit, n_classes) if t.class_weight == "balanced" else None
+    masks = None
+    if is_mixed(corpora, train):
+        # Several corpora: targets packed with their corpus's label mask for the masked loss (all labels
+        # allowed when masks are off: the same loss, then the plain softmax cross-entropy over the union).
+        masks = label_masks(y, corpora, train, n_classes)
+        if not t.label_masks:
+            masks[:] = True
+        compile_for(model, config, masked=True)
+        if t.corpus_balance:
+            w = mixed_weights(y, corpora, speakers, fit_idx)
+            weights = np.concatenate([w, np.repeat(w, n_copies)]) if n_copies else w
+    fit_rows = np.concatenate([fit_idx, np.repeat(fit_idx, n_copies)]) if n_copies else fit_idx
     callbacks = []
     validation = None
     if val_idx.size:
-        validation = (x[val_idx][..., None], keras.utils.to_categorical(y[val_idx], n_classes))
+        validation = (x[val_idx][..., None], _targets(y[val_idx], masks, val_idx, n_classes, t.label_smoothing))
         if t.early_stopping_patience or t.restore_best:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=t.early_stopping_patience or t.epochs,
                 restore_best_weights=t.restore_best, verbose=0))
-    y_hot = keras.utils.to_categorical(y_fit, n_classes)
+    y_hot = _targets(y_fit, masks, fit_rows, n_classes, t.label_smoothing)
     a = config.augment
+    if isinstance(weights, dict):  # class weights of one corpus, per sample (as Keras' class_weight)
+        sample_w = np.array([weights[c] for c in y_fit], dtype=np.float32)
+    else:
+        sample_w = weights
     if a.time_masks or a.freq_masks:
-        data = _MaskedBatches(x_fit, y_hot, weights, config, np.random.default_rng(t.seed))
+        data = _MaskedBatches(x_fit, y_hot, sample_w, config, np.random.default_rng(t.seed))
         hist = model.fit(data, epochs=t.epochs, validation_data=validation, callbacks=callbacks,
                          verbose=2 if progress else 0)
-    else:
+    elif masks is None:
         hist = model.fit(x_fit[..., None], y_hot, batch_size=t.batch_size, epochs=t.epochs, shuffle=True,
                          class_weight=weights, validation_data=validation, callbacks=callbacks,
                          verbose=2 if progress else 0)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    else:
+        hist = model.fit(x_fit[..., None], y_hot, batch_size=t.batch_size, epochs=t.epochs, shuffle=True,
+                         sample_weight=sample_w, validation_data=validation, callbacks=callbacks,
+                         verbose=2 if progress else 0)
+    if masks is not None:
+        compile_for(model, config, masked=False)  # a saved model then names built-in objects only
+    history = {k.replace("masked_accuracy", "accuracy"): [float(v) for v in vals]
+               for k, vals in hist.history.items()}
     history["validation_speakers"] = sorted(set(speakers[val_idx].tolist()), key=lambda s: (len(s), s))
     if "val_loss" in history:
         history["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
     if val_idx.size:
         history["validation"] = validation_score(model, x[val_idx], y[val_idx], config.classes,
-                                                 history["validation_speakers"])
+                                                 history["validation_speakers"],
+                                                 None if masks is None else masks[val_idx])
     return model, history
+
+
+def _targets(y: np.ndarray, masks: np.ndarray | None, rows: np.ndarray, n_classes: int,
+             smoothing: float) -> np.ndarray:
+    """One-hot targets; with label masks, smoothed over each clip's allowed labels and packed with the mask.
+
+    Without masks, label smoothing is the loss's (built-in cross-entropy); with them it is spread over
+    the clip's corpus's labels only (``rows``: the clip index behind each target), then
+    ``[target | mask]``, shape ``(n, 2 C)``, for :func:`ser.models.masked_crossentropy`.
+    """
+    if masks is None:
+        from keras.utils import to_categorical
+
+        return to_categorical(y, n_classes)
+    hot = np.eye(n_classes, dtype=np.float32)[y]
+    m = masks[rows].astype(np.float32)
+    target = (1.0 - smoothing) * hot + smoothing * m / m.sum(axis=1, keepdims=True)
+    return np.concatenate([target, m], axis=1)
 
 
 class _MaskedBatches:
@@ -383,8 +548,7 @@ class _MaskedBatches:
             def __init__(self, x, y, weights, config, rng):
                 super().__init__()
                 self.x, self.y, self.config, self.rng = x, y, config, rng
-                cls_of = y.argmax(axis=1)
-                self.w = np.array([weights[c] for c in cls_of], dtype=np.float32) if weights else None
+                self.w = weights  # per sample, or None
                 self.order = rng.permutation(len(x))
 
             def __len__(self):
@@ -453,6 +617,8 @@ def fold_digest(config: Config, clips: Sequence[Clip], fold: Fold, *, extra=None
     """
     payload = {"config": changed_settings(config), "train": [str(clips[i].path) for i in fold.train],
                "test": [str(clips[i].path) for i in fold.test]}
+    if fold.restrict:  # scored among each corpus's labels: other predictions than an unrestricted fold's
+        payload["restrict"] = True
     if extra is not None:
         payload["extra"] = extra
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -537,6 +703,7 @@ def _fold_task(item: tuple[Fold, str], *, clips: Sequence[Clip], config: Config,
     fold, digest = item
     y = encode([c.label for c in clips], config.classes)
     speakers = speakers_of(clips)
+    corpora = corpora_of(clips)
     start = time.perf_counter()
     fold_config, fold_x, fold_aug, table = config, x, augmented, None
     if grid:
@@ -545,10 +712,13 @@ def _fold_task(item: tuple[Fold, str], *, clips: Sequence[Clip], config: Config,
         fold_x, fold_aug = prepare_features(clips, fold_config, cache=cache)
     log.info("fold %d: training on %d clips, testing on %d (speakers %s)", fold.number, fold.train.size,
              fold.test.size, ", ".join(fold.test_speakers) or "mixed")
-    model, history = fit(fold_config, fold_x, y, speakers, fold.train, augmented=fold_aug, progress=progress)
+    model, history = fit(fold_config, fold_x, y, speakers, fold.train, augmented=fold_aug, progress=progress,
+                         corpora=corpora)
     probs = predict_proba(model, fold_x[fold.test])
     result = {
         "fold": fold.number, "test_speakers": list(fold.test_speakers),
+        **({"allowed": label_masks(y, corpora, fold.test, len(fold_config.classes))[fold.test].tolist(),
+            "corpus": fold.corpus} if fold.restrict else {}),
         "paths": [str(clips[i].path) for i in fold.test], "y_true": y[fold.test].tolist(),
         "probs": np.round(probs, 6).tolist(), "history": history, "config": fold_config.to_dict(),
         "train_s": round(time.perf_counter() - start, 1), "digest": digest,
@@ -611,11 +781,16 @@ def _candidate_task(params: dict, *, clips: Sequence[Clip], config: Config, trai
     cand = config.override(params)
     y = encode([c.label for c in clips], config.classes)
     speakers = speakers_of(clips)
+    corpora = corpora_of(clips)
     x, aug = prepare_features(clips, cand, cache=cache, progress=progress)
     scores = []
     for inner_train, inner_val in splits:
-        model, _ = fit(cand, x, y, speakers, train[inner_train], augmented=aug)
-        pred = predict_proba(model, x[train[inner_val]]).argmax(axis=1)
+        model, _ = fit(cand, x, y, speakers, train[inner_train], augmented=aug, corpora=corpora)
+        # A held-out clip is scored among its own corpus's labels, as the loco protocol scores.
+        masks = label_masks(y, corpora, train[inner_train], len(cand.classes)) if is_mixed(
+            corpora, train[inner_train]) else None
+        pred = restricted_argmax(predict_proba(model, x[train[inner_val]]),
+                                 None if masks is None else masks[train[inner_val]])
         scores.append(float(balanced_accuracy_score(y[train[inner_val]], pred)))
     row = {"params": params, "uar_mean": float(np.mean(scores)), "uar_std": float(np.std(scores)),
            "uar_folds": scores}
@@ -653,7 +828,7 @@ def fit_final(clips: Sequence[Clip], config: Config, *, cache: FeatureCache | No
     x, augmented = prepare_features(clips, config, cache=cache, jobs=jobs, progress=progress)
     y = encode([c.label for c in clips], config.classes)
     out = (fit_adapted if adapted else fit)(config, x, y, speakers_of(clips), np.arange(len(clips)),
-                                            augmented=augmented, progress=progress)
+                                            augmented=augmented, progress=progress, corpora=corpora_of(clips))
     warn_if_near_chance(out[1], what="speaker-adapted head" if adapted else "model")
     return out
 
