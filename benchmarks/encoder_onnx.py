@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from recipe import DATA, RESULTS
+from _harness import DATA, RESULTS
 
 SPEED_FRAMES = 350  # 3.5 s at Whisper's 10 ms hop
 

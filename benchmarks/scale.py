@@ -43,7 +43,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from recipe import DATA, RESULTS, ROOT
+from _harness import DATA, RESULTS, ROOT
 
 LOOPBACK = "127.0.0.2"  # loopback; Ray replaces 127.0.0.1 itself by the machine's network address
 
