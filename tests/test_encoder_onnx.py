@@ -127,21 +127,72 @@ def int8_graph(graph):
 
 
 def test_int8_graph_runs_close_to_float32(int8_graph, onnx_encoder):
-    enc = OnnxWhisperEncoder(int8_graph.SerializeToString())
-    assert enc.precision == "int8" and "int8" in enc.describe()
+    enc = OnnxWhisperEncoder(int8_graph.SerializeToString(), precision="int8")
+    assert enc.precision == "int8" and "ONNX Runtime int8" in enc.describe()
     mel = _mel(CLIPS[1])
     a, b = stats_pool(onnx_encoder(mel)[:, 0]), stats_pool(enc(mel)[:, 0])
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.98  # 0.984 is the lowest of 100 RAVDESS clips (benchmarks/encoder_onnx.py)
 
 
-def test_int8_graph_has_no_silent_fallback(int8_graph):
+def test_int8_graph_weights_dequantize_to_the_originals(int8_graph, variables):
+    back = graph_variables(int8_graph)
+    for name in ("encoder/layer_0/ffn/linear_0/weight", "encoder/layer_5/self_attention/linear_0/weight"):
+        w = np.asarray(variables[name], np.float32)
+        # int8 per output channel (rows of the (out, in) weight): within half a step of that row's scale.
+        step = np.abs(w).max(axis=1, keepdims=True) / 127
+        assert back[name].shape == w.shape and np.all(np.abs(back[name] - w) <= step / 2 + 1e-7), name
+    assert int(back["encoder/num_heads"]) == int(variables["encoder/num_heads"])
+
+
+def test_int8_graph_runs_dequantized_in_float32(int8_graph):
+    mel = _mel(CLIPS[2])
+    as_int8 = OnnxWhisperEncoder(int8_graph.SerializeToString(), precision="int8")
+    as_float = OnnxWhisperEncoder(int8_graph.SerializeToString(), precision="float32")
+    assert (as_float.graph_precision, as_float.precision, as_float.backend) == ("int8", "float32", "onnxruntime")
+    assert "float32 (the int8 graph dequantized)" in as_float.describe()
+    # The same weights in numpy: the dequantized graph is that computation, to float32 parity.
+    _assert_states_close(WhisperEncoder(graph_variables(int8_graph))(mel), as_float(mel))
+    # ... and close to the int8 run it replaces (only the activations' rounding differs).
+    a, b = stats_pool(as_int8(mel)[:, 0]), stats_pool(as_float(mel)[:, 0])
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.98
+
+
+def test_run_precision_follows_the_cpu_and_the_environment(int8_graph, monkeypatch):
+    import ser.encoder_onnx as eo
+    from ser.errors import ConfigError
+
+    monkeypatch.delenv(eo.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(eo, "int8_instructions", lambda: ())
+    assert eo.run_precision() == ("float32", "this CPU has no int8 matrix instructions (VNNI, AMX, dot product)")
+    enc = OnnxWhisperEncoder(int8_graph.SerializeToString())
+    assert enc.precision == "float32" and "no int8 matrix instructions" in enc.describe()
+    monkeypatch.setattr(eo, "int8_instructions", lambda: ("AVX512-VNNI",))
+    assert eo.run_precision() == ("int8", "this CPU has AVX512-VNNI")
+    monkeypatch.setenv(eo.PRECISION_ENV, "float32")
+    assert eo.run_precision()[0] == "float32"
+    monkeypatch.setenv(eo.PRECISION_ENV, "int4")
+    with pytest.raises(ConfigError, match="SER_ENCODER_PRECISION='int4'"):
+        eo.run_precision()
+
+
+def test_int8_instructions_of_this_cpu():
+    from ser.doctor import cpu_features
+    from ser.encoder_onnx import INT8_INSTRUCTIONS, int8_instructions
+
+    assert set(int8_instructions()) == set(INT8_INSTRUCTIONS) & set(cpu_features())
+
+
+def test_int8_graph_falls_back_to_its_own_weights(int8_graph, caplog):
     quantized = type(int8_graph)()
     quantized.CopyFrom(int8_graph)
     node = next(n for n in quantized.graph.node if n.op_type == "MatMulInteger")
     node.op_type = "MatMulIntegerThatDoesNotExist"
-    with pytest.raises(ModelError, match="no numpy fallback"):
-        OnnxWhisperEncoder(quantized.SerializeToString())
+    enc = OnnxWhisperEncoder(quantized.SerializeToString(), precision="int8")
+    assert enc.backend == "numpy" and "using the numpy encoder instead" in caplog.text
+    mel = _mel(CLIPS[0])
+    np.testing.assert_array_equal(enc(mel), WhisperEncoder(graph_variables(int8_graph))(mel))
 
 
 def test_not_an_encoder_graph(tmp_path):

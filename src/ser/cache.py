@@ -59,6 +59,11 @@ def settings_digest(config: Config, copy: int, condition: str | None = None) -> 
         parts["condition"] = condition
     if config.features.kind == "whisper":
         parts["encoder"] = _encoder_digest()
+        if config.features.encoder_graph not in ("none", "float32"):
+            from ser.encoder_onnx import run_precision
+
+            if run_precision()[0] == "float32":  # an int8 graph dequantized computes other features
+                parts["encoder_run"] = "float32"
     if copy:
         parts.update(augment=_changed(config.augment), seed=config.train.seed, copy=copy)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -169,6 +169,17 @@ def _cpu_model(info: dict[str, str]) -> str:
     return model or platform.processor() or "unknown"
 
 
+def cpu_features() -> list[str]:
+    """The :data:`CPU_FEATURES` (display names) this CPU has, from /proc/cpuinfo or numpy.
+
+    Examples
+    --------
+    >>> "AVX2" in cpu_features()   # doctest: +SKIP
+    True
+    """
+    return _cpu_features(_cpuinfo())[0]
+
+
 def _cpu_features(info: dict[str, str]) -> tuple[list[str], str]:
     flags = info.get("flags") or info.get("Features")
     if flags is not None:

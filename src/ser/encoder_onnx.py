@@ -14,11 +14,17 @@ dim)``, batch and frames dynamic. :func:`quantize_graph` makes the int8 variants
 attention scores and softmax stay float32). :class:`OnnxWhisperEncoder` runs a graph with the call
 interface of :class:`WhisperEncoder`, and falls back to the numpy encoder where ONNX Runtime cannot
 load or run it (an op it lacks).
+
+Int8 pays only where the CPU has int8 matrix instructions (x86 VNNI or AMX, Arm's dot product or
+I8MM). Elsewhere (:func:`run_precision`) an int8 graph runs as the same graph in float32, its weights
+dequantized (:func:`dequantize_graph`): the rounded weights the model was trained with, float32
+activations. ``$SER_ENCODER_PRECISION`` (``auto``, ``int8``, ``float32``) overrides the choice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -36,8 +42,10 @@ __all__ = [
     "INT8_VARIANTS",
     "OnnxWhisperEncoder",
     "build_encoder_graph",
+    "dequantize_graph",
     "graph_variables",
     "quantize_graph",
+    "run_precision",
     "save_encoder_graph",
 ]
 
@@ -54,6 +62,13 @@ _T = ":T"
 #: "int8-ffn-in": the linear layers except each MLP's output projection, whose input (the GELU output,
 #: with outliers in blocks 4-5) loses most to per-tensor uint8 activations.
 INT8_VARIANTS = ("int8", "int8-linear", "int8-mlp", "int8-ffn-in")
+#: CPU features (:data:`ser.doctor.CPU_FEATURES` names) that make ONNX Runtime's int8 matrix products
+#: faster than float32 ones; without any of them an int8 graph runs dequantized, in float32.
+INT8_INSTRUCTIONS = ("AVX512-VNNI", "AVX-VNNI", "AMX-INT8", "NEON-DOTPROD", "I8MM")
+#: Environment variable overriding :func:`run_precision`: ``auto`` (default), ``int8`` or ``float32``.
+PRECISION_ENV = "SER_ENCODER_PRECISION"
+#: The ops of quantized matrix products: a graph holding one is an int8 graph.
+_INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
 
 
 # --------------------------------------------------------------------------- graph
@@ -201,25 +216,36 @@ def _block(b: _Builder, h: str, variables, scope: str, n_heads: int, dim: int) -
 
 
 def graph_variables(model) -> dict[str, np.ndarray]:
-    """The ``encoder/...`` variables of a float32 graph from :func:`build_encoder_graph` (for the fallback).
+    """The ``encoder/...`` variables of a graph from :func:`build_encoder_graph` or :func:`quantize_graph`.
+
+    An int8 graph's weights come back dequantized, ``(q - zero_point) * scale`` per output channel:
+    the values its int8 matrix products multiply by.
 
     Raises
     ------
     ModelError
-        If the graph is not such a float32 graph (an int8 graph's weights are quantized).
+        If the graph is not such a graph (a weight or the number of heads is missing).
     """
     from onnx import numpy_helper
 
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+              if init.name.startswith("encoder/")}
     out: dict[str, np.ndarray] = {}
-    for init in model.graph.initializer:
-        if init.name.startswith("encoder/"):
-            value = numpy_helper.to_array(init)
-            name = init.name
-            if name.endswith(_T):
-                name, value = name[: -len(_T)], value.T
-            out[name] = value
+    for name, value in arrays.items():
+        if name.endswith(("_scale", "_zero_point")):
+            continue
+        if name.endswith("_quantized"):
+            name = name[: -len("_quantized")]
+            # Transposed linear weights (in, out) have their channels last, convolutions (out, in, k) first.
+            shape = [1] * value.ndim
+            shape[-1 if name.endswith(_T) else 0] = -1
+            zero = arrays[f"{name}_zero_point"].astype(np.float32).reshape(shape)
+            value = (value.astype(np.float32) - zero) * arrays[f"{name}_scale"].reshape(shape)
+        if name.endswith(_T):
+            name, value = name[: -len(_T)], value.T
+        out[name] = value
     if "encoder/layer_0/ffn/linear_0/weight" not in out:
-        raise ModelError("the encoder graph has no float32 weights to fall back on (an int8 graph?)")
+        raise ModelError("the encoder graph has no weights to fall back on (not a ser encoder graph?)")
     shape = next((numpy_helper.to_array(i) for i in model.graph.initializer if i.name == "qkv_shape"), None)
     if shape is None:
         raise ModelError("the encoder graph does not record its number of heads")
@@ -228,6 +254,56 @@ def graph_variables(model) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- int8
+
+
+def dequantize_graph(model):
+    """The float32 graph of an int8 graph's dequantized weights (:func:`graph_variables`).
+
+    It computes what the int8 graph computes with float32 activations instead of per-call uint8 ones:
+    what to run where int8 matrix products are slow (:func:`run_precision`).
+    """
+    return build_encoder_graph(graph_variables(model))
+
+
+@functools.lru_cache(maxsize=1)
+def int8_instructions() -> tuple[str, ...]:
+    """This CPU's :data:`INT8_INSTRUCTIONS` (empty if it has none, or if they cannot be read)."""
+    from ser.doctor import cpu_features
+
+    try:
+        present = set(cpu_features())
+    except Exception:  # noqa: BLE001 - an unreadable CPU description must not stop a prediction
+        return ()
+    return tuple(name for name in INT8_INSTRUCTIONS if name in present)
+
+
+def run_precision() -> tuple[str, str]:
+    """The precision an int8 encoder graph runs at on this machine, and why.
+
+    Returns
+    -------
+    precision : {"int8", "float32"}
+        ``$SER_ENCODER_PRECISION`` if it is ``int8`` or ``float32``; else (``auto``, unset) int8
+        where the CPU has :data:`INT8_INSTRUCTIONS`, float32 (:func:`dequantize_graph`) where not.
+    reason : str
+        Half a sentence for ``ser predict --verbose``.
+
+    Raises
+    ------
+    ConfigError
+        If ``$SER_ENCODER_PRECISION`` holds anything else.
+    """
+    wanted = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if wanted in ("int8", "float32"):
+        return wanted, f"${PRECISION_ENV}={wanted}"
+    if wanted != "auto":
+        from ser.errors import ConfigError
+
+        raise ConfigError(f"${PRECISION_ENV}={wanted!r}: expected auto, int8 or float32")
+    found = int8_instructions()
+    if found:
+        return "int8", f"this CPU has {', '.join(found)}"
+    return "float32", "this CPU has no int8 matrix instructions (VNNI, AMX, dot product)"
 
 
 def quantize_graph(model, variant: str = "int8"):
@@ -328,19 +404,24 @@ class OnnxWhisperEncoder:
         thread (:func:`ser.frontend.parallel_map`).
     fallback : callable, optional
         Returns the :class:`WhisperEncoder` to use where ONNX Runtime cannot load or run the graph
-        (an op it lacks, e.g. an old version without the int8 kernels). Default: for a float32
-        graph, the numpy encoder built from the graph's own weights; for an int8 graph, none.
+        (an op it lacks, e.g. an old version without the int8 kernels). Default: the numpy encoder
+        built from the graph's own weights (an int8 graph's dequantized).
+    precision : {"int8", "float32"}, optional
+        How to run an int8 graph; default :func:`run_precision` (int8 where the CPU has int8 matrix
+        instructions). A float32 graph always runs in float32.
 
     Attributes
     ----------
+    graph_precision : str
+        ``"float32"`` or ``"int8"``: the graph's (whether it holds integer matrix products).
     precision : str
-        ``"float32"`` or ``"int8"`` (from the graph: whether it holds integer matrix products).
+        What runs: ``"int8"``, or ``"float32"`` (a float32 graph, or an int8 one dequantized).
     backend : str
         ``"onnxruntime"``, or ``"numpy"`` once the fallback has taken over.
     """
 
     def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1,
-                 fallback: Callable[[], WhisperEncoder] | None = None) -> None:
+                 fallback: Callable[[], WhisperEncoder] | None = None, precision: str | None = None) -> None:
         import onnx
 
         raw = model if isinstance(model, bytes) else _read_bytes(Path(model))
@@ -357,9 +438,18 @@ class OnnxWhisperEncoder:
         self._n_mels = proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value
         self._max_frames = 2 * next(i.dims[0] for i in proto.graph.initializer
                                     if i.name == "encoder/position_encodings/encodings")
-        integer = any(n.op_type in ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)
-        self.precision = "int8" if integer else "float32"
-        if fallback is None and not integer:
+        integer = any(n.op_type in _INTEGER_OPS for n in proto.graph.node)
+        self.graph_precision = self.precision = "int8" if integer else "float32"
+        self._why = ""
+        if precision not in (None, "int8", "float32"):
+            raise ValueError(f"precision={precision!r}: expected 'int8', 'float32' or None")
+        if integer:
+            run, self._why = run_precision() if precision is None else (precision, f"precision={precision!r}")
+            if run == "float32":
+                proto = dequantize_graph(proto)
+                raw = proto.SerializeToString()
+                self.precision = "float32"
+        if fallback is None:
             fallback = lambda: WhisperEncoder(graph_variables(proto))
         self._fallback_loader = fallback
         self._numpy: WhisperEncoder | None = None
@@ -392,6 +482,9 @@ class OnnxWhisperEncoder:
         """One line for logs: which encoder runs, at which precision."""
         if self._numpy is not None:
             return f"Whisper encoder: numpy float32 (fallback from {self._name})"
+        if self.graph_precision == "int8":
+            how = "int8" if self.precision == "int8" else "float32 (the int8 graph dequantized)"
+            return f"Whisper encoder: ONNX Runtime {how} ({self._name}; {self._why})"
         return f"Whisper encoder: ONNX Runtime {self.precision} ({self._name})"
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
@@ -408,14 +501,10 @@ class OnnxWhisperEncoder:
         try:
             return self._session.run([OUTPUT], {INPUT: x})[0]
         except Exception as exc:  # noqa: BLE001 - a kernel missing at run time (NOT_IMPLEMENTED)
-            if self._fallback_loader is None:
-                raise ModelError(f"{self._name}: ONNX Runtime failed ({_first_line(exc)})") from None
             self._use_fallback(f"ONNX Runtime failed to run it ({_first_line(exc)})")
             return self._numpy(x)
 
     def _use_fallback(self, why: str) -> None:
-        if self._fallback_loader is None:
-            raise ModelError(f"{self._name}: {why}; no numpy fallback for an int8 graph")
         log.warning("%s: %s; using the numpy encoder instead", self._name, why)
         self._numpy = self._fallback_loader()
         self._session = None

@@ -462,7 +462,9 @@ def _features_line(config: Config) -> str:
                                                                                 if a.peak_normalize else "")
     if f.kind == "whisper":
         runs = (f"{f.encoder_precision} weights" if f.encoder_graph == "none"
-                else f"an ONNX graph on ONNX Runtime, {f.encoder_graph}")
+                else f"an ONNX graph on ONNX Runtime, {f.encoder_graph}" + (
+                    "; dequantized to float32 on CPUs without int8 matrix instructions"
+                    if f.encoder_graph != "float32" else ""))
         return (f"- features: frozen Whisper-base encoder ({runs}), all {WHISPER_HIDDEN_STATES} "
                 f"hidden states, "
                 f"mean + std over the clip's own length (up to {a.duration:g} s){extras}")
@@ -608,8 +610,7 @@ def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
     """``encoder.onnx`` on ONNX Runtime, its precision checked against ``config``.
 
     Where ONNX Runtime cannot run the graph, the numpy encoder takes over: the folder's
-    ``encoder.npz`` if it has one, else (float32 graph) the graph's own weights, else the
-    shared CTranslate2 weights in float32 (an int8 graph's features are then only close).
+    ``encoder.npz`` if it has one, else the graph's own weights (an int8 graph's dequantized).
     """
     from ser.encoder_onnx import OnnxWhisperEncoder
 
@@ -623,12 +624,8 @@ def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
         from ser.encoders import WhisperEncoder
 
         fallback = lambda: WhisperEncoder.from_npz(folder / ENCODER_FILE)
-    elif wanted != "float32":
-        from ser.frontend import whisper_encoder
-
-        fallback = lambda: whisper_encoder("float32")
     encoder = _load_part(path, OnnxWhisperEncoder, fallback=fallback)
-    if encoder.precision != ("float32" if wanted == "float32" else "int8"):
+    if encoder.graph_precision != ("float32" if wanted == "float32" else "int8"):
         raise ModelError(f"{path}: a {encoder.precision} graph, but config.json says "
                          f"features.encoder_graph={wanted!r}")
     return encoder
