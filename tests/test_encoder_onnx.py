@@ -284,3 +284,18 @@ def test_config_refuses_a_graph_over_rounded_weights():
         preset("robust").override({"features.encoder_graph": "int8", "features.encoder_precision": "int8"})
     with pytest.raises(ConfigError, match="features.encoder_graph"):
         preset("robust").override({"features.encoder_graph": "int4"})
+
+
+def test_loading_a_graph_does_not_import_onnx(int8_graph, tmp_path):
+    """`import onnx` costs 0.7 s of a cold `ser predict`; ONNX Runtime alone reads the graph."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "encoder.onnx"
+    path.write_bytes(int8_graph.SerializeToString())
+    code = ("import sys; from ser.encoder_onnx import OnnxWhisperEncoder; "
+            f"e = OnnxWhisperEncoder({str(path)!r}, precision='int8'); "
+            "assert (e.n_mels, e.n_layers, e.dim, e._max_frames) == (80, 7, 512, 3000), e.__dict__; "
+            "assert 'onnx' not in sys.modules, 'onnx imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

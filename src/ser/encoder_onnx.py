@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.encoders import LAYER_NORM_EPS, WhisperEncoder, check_mel
+from ser.encoders import LAYER_NORM_EPS, WHISPER_MAX_FRAMES, WhisperEncoder, check_mel
 from ser.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ INT8_VARIANTS = ("int8", "int8-linear", "int8-mlp", "int8-ffn-in")
 INT8_INSTRUCTIONS = ("AVX512-VNNI", "AVX-VNNI", "AMX-INT8", "NEON-DOTPROD", "I8MM")
 #: Environment variable overriding :func:`run_precision`: ``auto`` (default), ``int8`` or ``float32``.
 PRECISION_ENV = "SER_ENCODER_PRECISION"
+#: Metadata key: the most mel frames the graph takes (twice its position table).
+MAX_FRAMES_KEY = "ser.max_frames"
 #: The ops of quantized matrix products: a graph holding one is an int8 graph.
 _INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
 
@@ -173,6 +175,8 @@ def build_encoder_graph(variables: Mapping[str, np.ndarray]):
         b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ser")
     model.ir_version = 8  # readable by every ONNX Runtime since 1.11
+    # What the runner checks input against, readable from an ONNX Runtime session without parsing.
+    helper.set_model_props(model, {MAX_FRAMES_KEY: str(2 * f32("position_encodings/encodings").shape[0])})
     return model
 
 
@@ -422,42 +426,33 @@ class OnnxWhisperEncoder:
 
     def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1,
                  fallback: Callable[[], WhisperEncoder] | None = None, precision: str | None = None) -> None:
-        import onnx
-
-        raw = model if isinstance(model, bytes) else _read_bytes(Path(model))
-        self._name = "<bytes>" if isinstance(model, bytes) else str(model)
-        try:
-            proto = onnx.load_from_string(raw)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
-            raise ModelError(f"{self._name}: not an ONNX encoder graph ({exc})") from None
-        out = [o for o in proto.graph.output if o.name == OUTPUT]
-        if not out or [i.name for i in proto.graph.input] != [INPUT]:
-            raise ModelError(f"{self._name}: not an encoder graph (expects input {INPUT!r}, output {OUTPUT!r})")
-        dims = out[0].type.tensor_type.shape.dim
-        self._n_layers, self._dim = dims[0].dim_value, dims[3].dim_value
-        self._n_mels = proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value
-        self._max_frames = 2 * next(i.dims[0] for i in proto.graph.initializer
-                                    if i.name == "encoder/position_encodings/encodings")
-        integer = any(n.op_type in _INTEGER_OPS for n in proto.graph.node)
-        self.graph_precision = self.precision = "int8" if integer else "float32"
-        self._why = ""
         if precision not in (None, "int8", "float32"):
             raise ValueError(f"precision={precision!r}: expected 'int8', 'float32' or None")
+        raw = model if isinstance(model, bytes) else _read_bytes(Path(model))
+        self._name = "<bytes>" if isinstance(model, bytes) else str(model)
+        # Op types are stored verbatim in the protobuf. Reading them from the bytes spares the fast
+        # path `import onnx` (0.7 s, most of a cold `ser predict`); it parses only where needed.
+        integer = any(op.encode() in raw for op in _INTEGER_OPS)
+        self.graph_precision = self.precision = "int8" if integer else "float32"
+        self._why = ""
         if integer:
             run, self._why = run_precision() if precision is None else (precision, f"precision={precision!r}")
             if run == "float32":
-                proto = dequantize_graph(proto)
-                raw = proto.SerializeToString()
+                raw = dequantize_graph(_parse(raw, self._name)).SerializeToString()
                 self.precision = "float32"
-        if fallback is None:
-            fallback = lambda: WhisperEncoder(graph_variables(proto))
-        self._fallback_loader = fallback
+        self._fallback_loader = fallback or (lambda: WhisperEncoder(graph_variables(_parse(raw, self._name))))
         self._numpy: WhisperEncoder | None = None
         self._session = None
         try:
             self._session = _session(raw, threads)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors (NOT_IMPLEMENTED ...)
+            signature = _proto_signature(_parse(raw, self._name))  # junk bytes fail here, not in the fallback
             self._use_fallback(f"ONNX Runtime cannot load it ({_first_line(exc)})")
+        else:
+            signature = _session_signature(self._session)
+        if signature is None:
+            raise ModelError(f"{self._name}: not an encoder graph (expects input {INPUT!r}, output {OUTPUT!r})")
+        self._n_mels, self._n_layers, self._dim, self._max_frames = signature
 
     @property
     def backend(self) -> str:
@@ -508,6 +503,37 @@ class OnnxWhisperEncoder:
         log.warning("%s: %s; using the numpy encoder instead", self._name, why)
         self._numpy = self._fallback_loader()
         self._session = None
+
+
+def _parse(raw: bytes, name: str):
+    import onnx
+
+    try:
+        return onnx.load_from_string(raw)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise ModelError(f"{name}: not an ONNX encoder graph ({_first_line(exc)})") from None
+
+
+def _session_signature(session) -> tuple[int, int, int, int] | None:
+    """``(n_mels, n_layers, dim, max_frames)`` of a loaded graph, or None if it is not an encoder graph."""
+    inputs, outputs = session.get_inputs(), [o for o in session.get_outputs() if o.name == OUTPUT]
+    if [i.name for i in inputs] != [INPUT] or not outputs:
+        return None
+    meta = session.get_modelmeta().custom_metadata_map
+    # Graphs written before the metadata existed hold Whisper's 1500 positions.
+    max_frames = int(meta.get(MAX_FRAMES_KEY, WHISPER_MAX_FRAMES))
+    return inputs[0].shape[1], outputs[0].shape[0], outputs[0].shape[3], max_frames
+
+
+def _proto_signature(proto) -> tuple[int, int, int, int] | None:
+    """:func:`_session_signature` from the parsed graph (where ONNX Runtime cannot load it)."""
+    outputs = [o for o in proto.graph.output if o.name == OUTPUT]
+    if [i.name for i in proto.graph.input] != [INPUT] or not outputs:
+        return None
+    dims = outputs[0].type.tensor_type.shape.dim
+    positions = next(i.dims[0] for i in proto.graph.initializer if i.name == "encoder/position_encodings/encodings")
+    return (proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value, dims[0].dim_value, dims[3].dim_value,
+            2 * positions)
 
 
 def _read_bytes(path: Path) -> bytes:
