@@ -23,7 +23,7 @@ from pathlib import Path
 from _harness import ROOT, Run, recipe_config, recipe_parser, setup_logging
 
 WHISPER_LICENSE = ("Speech encoder: OpenAI Whisper base (MIT license, Copyright (c) 2022 OpenAI), frozen; this "
-                   "folder carries its encoder weights (encoder.npz: {}). ")
+                   "folder carries its encoder weights ({}). ")
 LICENSE = ("Trained on RAVDESS speech (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391; Zenodo 1188976), "
            "licensed CC BY-NC-SA 4.0: attribution, non-commercial use only, share-alike. These weights are "
            "derived from it and carry the same license.")
@@ -103,14 +103,33 @@ def main() -> int:
                      "command": run.command},
         **rec.metadata,  # training_data and validation, recorded by train_recognizer
         "evaluation": evaluation,
-        "data_license": (WHISPER_LICENSE.format(
-            "int8, rounded per output channel" if config.features.encoder_precision == "int8"
-            else "the published float16 values") if config.features.kind == "whisper" else "") + LICENSE,
+        "data_license": (WHISPER_LICENSE.format(_encoder_weights(config.features))
+                         if config.features.kind == "whisper" else "") + LICENSE,
     }
     out = rec.replace(metadata=metadata).save(args.out, history=history, force=True)
+    drop_keras(out)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"{out}: {size:.1f} MB, trained in {train_s:.0f} s on {os.cpu_count()} CPUs")
     return 0
+
+
+def _encoder_weights(features) -> str:
+    if features.encoder_graph not in ("none", "float32"):
+        return f"encoder.onnx: {features.encoder_graph}, linear weights int8 per output channel"
+    if features.encoder_graph == "float32":
+        return "encoder.onnx: the published float16 values"
+    return "encoder.npz: " + ("int8, rounded per output channel" if features.encoder_precision == "int8"
+                              else "the published float16 values")
+
+
+def drop_keras(out: Path) -> None:
+    """Remove the Keras copies of the networks: a bundled model ships ONNX only (the core install has no
+    TensorFlow), 11 MB less in every wheel."""
+    from ser.modelfolder import write_checksums
+
+    for path in out.glob("*.keras"):
+        path.unlink()
+    write_checksums(out)
 
 
 def add_class_stats(args, run: Run) -> int:

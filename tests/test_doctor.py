@@ -46,6 +46,8 @@ def test_json_keys_and_versions(capsys, isolated):
     assert report["python"]["executable"] == sys.executable
     assert report["cpu"]["cores"] == os.cpu_count()
     assert isinstance(report["cpu"]["features"], list)
+    int8 = any(f in report["cpu"]["features"] for f in ("AVX512-VNNI", "AVX-VNNI", "AMX-INT8", "NEON-DOTPROD", "I8MM"))
+    assert report["cpu"]["int8_encoder"].startswith("runs int8: this CPU has" if int8 else "runs float32 (dequantized)")
     for key, names in doctor.PACKAGES.items():
         for name in names:
             try:
@@ -85,7 +87,7 @@ def test_text_is_aligned(capsys, isolated):
         if len(line) > width:  # section headings ("packages", "models") have no value
             assert line[width - 2:width] == "  " and not line[width].isspace(), line
     labels = {line[:width].strip() for line in lines}
-    assert {"ser", "python", "platform", "cpu", "cpu features", "packages", "numpy", "onnxruntime", "models",
+    assert {"ser", "python", "platform", "cpu", "cpu features", "int8 encoder", "packages", "numpy", "onnxruntime", "models",
             "default", "fast", "feature cache", "speaker profiles", "environment"} <= labels
     assert "  numpy".ljust(width) + importlib.metadata.version("numpy") in lines
     assert "problems" not in labels

@@ -229,15 +229,31 @@ def graph_folder(graph, tmp_path_factory):
     return _folder_with_graph(tmp_path_factory.mktemp("graph"), graph.SerializeToString(), "float32")
 
 
-def test_model_folder_runs_its_encoder_graph(graph_folder):
+def test_model_folder_runs_its_encoder_graph(graph_folder, numpy_encoder):
     from ser.inference import Recognizer
 
     rec = Recognizer.load(graph_folder)
     assert rec.encoder.backend == "onnxruntime" and rec.encoder.precision == "float32"
-    bundled = Recognizer.load()
-    got, expected = rec.predict_file(CLIPS[0]), bundled.predict_file(CLIPS[0])
+    with_numpy = rec.replace(encoder=numpy_encoder)  # the same heads on the numpy encoder
+    got, expected = rec.predict_file(CLIPS[0]), with_numpy.predict_file(CLIPS[0])
     assert got.label == expected.label
     assert max(abs(got.scores[k] - expected.scores[k]) for k in got.scores) < 1e-4
+
+
+def test_bundled_default_runs_its_int8_graph(monkeypatch):
+    """The default model's int8 graph, and the same graph dequantized where int8 is slow: same labels."""
+    from ser.encoder_onnx import PRECISION_ENV
+    from ser.inference import Recognizer
+
+    bundled = Recognizer.load()
+    assert bundled.config.features.encoder_graph == "int8-linear" and bundled.encoder.graph_precision == "int8"
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    dequantized = Recognizer.load()
+    assert dequantized.encoder.precision == "float32" and "dequantized" in dequantized.encoder.describe()
+    for clip in CLIPS:
+        a, b = bundled.predict_file(clip), dequantized.predict_file(clip)
+        assert a.label == b.label, clip.name
+        assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 0.1, clip.name
 
 
 def test_model_folder_save_keeps_the_graph(graph_folder, tmp_path):

@@ -201,7 +201,16 @@ def _cpu() -> dict:
         out["features"], out["features_source"] = features
     else:
         out["features"] = features
+    out["int8_encoder"] = _probe(_int8_encoder)
     return out
+
+
+def _int8_encoder() -> str:
+    """How an int8 encoder graph (the bundled default's) runs here: ``ser.encoder_onnx.run_precision``."""
+    from ser.encoder_onnx import run_precision
+
+    precision, why = run_precision()
+    return f"runs {precision}" + (" (dequantized)" if precision == "float32" else "") + f": {why}"
 
 
 def _version(names: tuple[str, ...]) -> str:
@@ -473,6 +482,7 @@ def _lines(result: dict) -> list[tuple[str, str]]:
             if v.get("features_source") == "numpy":
                 features += " (numpy's detection; AMX and AVX-VNNI unknown)"
         rows.append(("cpu features", features))
+        rows.append(("int8 encoder", v["int8_encoder"]))
 
     def packages(v):
         rows.append(("packages", ""))
