@@ -15,6 +15,14 @@ Reads each fold's test probabilities from ``runs/bench/accuracy_<name>_si6/fold_
 ``(1 - w) * p_a + w * p_b`` for several weights ``w``. Every row is measured on the test folds:
 an ablation of the fusion lever, not a model choice. Writes
 ``benchmarks/results/fusion_<a>+<b>_si6.json`` and ``.md``.
+
+``--robustness`` fuses two runs of ``benchmarks/robustness.py`` instead (``runs/bench/robustness_<name>/``,
+their probabilities on the test actors clean and under every condition) and reports, for each ``w``,
+the fused clean UAR, the drop under each condition and whether the drops stay within the limits of the
+robustness issue (:data:`LIMITS`)::
+
+    .venv/bin/python benchmarks/fusion.py --robustness --a robust-ensemble5-int8-linear \
+        --b accurate-ensemble5-int8-linear --weights 0,0.1,0.2,0.3,0.4,0.5
 """
 
 from __future__ import annotations
@@ -46,6 +54,56 @@ def load_run(work: Path, name: str) -> dict[str, tuple[int, np.ndarray]]:
     return out
 
 
+#: Largest allowed drop from clean, in UAR points, per condition: the robustness issue's goals (at most 3
+#: points at SNR 20 dB, 10 at 10 dB, 5 for telephone band and compression, and none for ±20 dB level
+#: changes or added silence). snr5 and reverb have no limit.
+LIMITS = {"snr20": 3.0, "snr10": 10.0, "telephone": 5.0, "ogg": 5.0, "mp3": 5.0,
+          "gain+20": 0.0, "gain-20": 0.0, "silence": 0.0}
+
+
+def load_robustness(work: Path, name: str) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """Clips, true classes and ``{condition: probabilities}`` over the six folds of a robustness run."""
+    run = work / f"robustness_{name}"
+    folds = [json.loads(p.read_text()) for p in sorted(run.glob("fold_*.json"))]
+    if len(folds) != 6 or any("probs" not in f for f in folds):
+        raise SystemExit(f"{run}: expected 6 folds with probabilities; run benchmarks/robustness.py for {name}")
+    paths = [c for f in folds for c in f["paths"]]
+    y = np.concatenate([f["y_true"] for f in folds])
+    probs = {k: np.concatenate([np.asarray(f["probs"][k]) for f in folds]) for k in folds[0]["probs"]}
+    return paths, y, probs
+
+
+def robustness(args, run: Run) -> int:
+    from ser.labels import EMOTIONS
+
+    paths_a, y, pa = load_robustness(Path(args.work), args.a)
+    paths_b, y_b, pb = load_robustness(Path(args.work), args.b)
+    if paths_a != paths_b or not np.array_equal(y, y_b):
+        raise SystemExit("the two robustness runs cover different clips or folds")
+    rows = []
+    for w in (float(v) for v in args.weights.split(",")):
+        uar = {k: scores(y, ((1 - w) * pa[k] + w * pb[k]).argmax(axis=1), EMOTIONS)["uar"] for k in pa}
+        drops = {k: round(100 * (uar["clean"] - v), 1) for k, v in uar.items() if k != "clean"}
+        over = [k for k, limit in LIMITS.items() if drops[k] > limit]
+        rows.append({"weight_b": w, "clean_uar": uar["clean"], "drop_points": drops, "over_limits": over})
+    result = {**run.header(), "protocol": "si6", "a": args.a, "b": args.b, "clips": len(y), "limits": LIMITS,
+              "rows": rows, "note": "measured on the test folds: an ablation, not a model choice"}
+    stem = Path(args.results) / f"fusion_{args.name or args.a + '+' + args.b}_robustness"
+    write_json(stem.with_suffix(".json"), result)
+    conditions = list(rows[0]["drop_points"])
+    lines = [f"# Late fusion under degraded conditions (si6): `{args.a}` + w × `{args.b}`", "",
+             f"`{result['command']}` — {result['date']}", "",
+             "Drop from clean in UAR points; limits: " + ", ".join(f"{k} ≤ {v:g}" for k, v in LIMITS.items()), "",
+             "| w | clean UAR | " + " | ".join(conditions) + " | over limits |",
+             "|---|---|" + "---|" * len(conditions) + "---|"]
+    lines += [f"| {r['weight_b']:g} | {r['clean_uar']:.3f} | " + " | ".join(f"{r['drop_points'][k]:+.1f}"
+                                                                            for k in conditions)
+              + f" | {', '.join(r['over_limits']) or 'none'} |" for r in rows]
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, help="results name of the first run (e.g. robust-ensemble5) or a "
@@ -53,10 +111,13 @@ def main() -> int:
     parser.add_argument("--b", required=True, help="results name of the second run (e.g. fast) or a run folder")
     parser.add_argument("--name", help="results name (default: <a>+<b>)")
     parser.add_argument("--weights", default="0,0.1,0.2,0.3,0.5,1", help="weights w of the second run")
+    parser.add_argument("--robustness", action="store_true", help="fuse two robustness.py runs (see above)")
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
     run = Run("fusion")
+    if args.robustness:
+        return robustness(args, run)
     from ser.labels import EMOTIONS
 
     a, b = load_run(Path(args.work), args.a), load_run(Path(args.work), args.b)

@@ -57,14 +57,17 @@ def main() -> int:
         logging.info("fold %d: training", fold.number)
         model, _ = fit(config, x, y, speakers, fold.train, augmented=augmented)
         test_paths = [clips[i].path for i in fold.test]
-        preds = {"clean": predict_proba(model, x[fold.test]).argmax(axis=1).tolist()}
+        probs = {"clean": predict_proba(model, x[fold.test])}
         for condition in CONDITIONS:
             xc, _ = compute_features(test_paths, config, cache=cache, condition=condition)
-            preds[condition] = predict_proba(model, xc).argmax(axis=1).tolist()
+            probs[condition] = predict_proba(model, xc)
             logging.info("fold %d, %s: UAR %.3f", fold.number, condition,
-                         scores(y[fold.test], preds[condition], config.classes)["uar"])
-        folds.append(save_fold(path, digest, {"fold": fold.number, "y_true": y[fold.test].tolist(), "preds": preds,
-                                              "config": config.to_dict()}))
+                         scores(y[fold.test], probs[condition].argmax(axis=1), config.classes)["uar"])
+        # Probabilities too, for fusion.py --robustness (late fusion of two recipes under each condition).
+        folds.append(save_fold(path, digest, {
+            "fold": fold.number, "paths": [str(p) for p in test_paths], "y_true": y[fold.test].tolist(),
+            "preds": {k: p.argmax(axis=1).tolist() for k, p in probs.items()},
+            "probs": {k: np.round(p, 6).tolist() for k, p in probs.items()}, "config": config.to_dict()}))
 
     y_true = np.concatenate([f["y_true"] for f in folds])
 
