@@ -30,7 +30,13 @@ def main() -> int:
     run = Run("install_size")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", ROOT], check=True)
+        # The committed tree, not the checkout: setuptools never empties its build/ folder, so files
+        # deleted from the package would still ship in a wheel built in place.
+        (tmp / "src").mkdir()
+        archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp / "src"], input=archive.stdout, check=True)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", tmp / "src"],
+                       check=True)
         (wheel,) = (tmp / "dist").glob("*.whl")
         venv = tmp / "venv"
         subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv], check=True)

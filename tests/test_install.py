@@ -37,11 +37,30 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
 
 
+def _clean_tree(dest: Path) -> Path:
+    """The checkout's files as a clean clone has them (tracked, or new and not ignored), copied to ``dest``.
+
+    Not the checkout itself: setuptools builds in place and never empties its ``build/`` folder, so a
+    file deleted from the package (e.g. a model folder's old encoder) would still ship in the wheel.
+    """
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():  # a file deleted but not yet committed is listed too
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def core_venv(tmp_path_factory) -> Path:
     """A new venv holding only the wheel and its core dependencies."""
     tmp = tmp_path_factory.mktemp("install")
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp / "dist", ROOT)
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp / "dist", _clean_tree(tmp / "src"))
     (wheel,) = (tmp / "dist").glob("speech_emotion_recognition-*.whl")
     venv = tmp / "venv"
     _run(getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv)
