@@ -45,7 +45,7 @@ def main() -> int:
     x, augmented = prepare_features(clips, config, cache=cache)
     y = encode([c.label for c in clips], config.classes)
     speakers = speakers_of(clips)
-    folds = []
+    folds, resumed = [], 0
     for fold in si6_folds(clips):
         path = work / f"fold_{fold.number}.json"
         digest = fold_digest(config, clips, fold, extra={"robustness": list(CONDITIONS)})
@@ -53,6 +53,7 @@ def main() -> int:
         saved = resume(path, digest, legacy=lambda old: old.get("config") == config.to_dict())
         if saved is not None:
             folds.append(saved)
+            resumed += 1
             continue
         logging.info("fold %d: training", fold.number)
         model, _ = fit(config, x, y, speakers, fold.train, augmented=augmented)
@@ -74,10 +75,20 @@ def main() -> int:
     def pooled_uar(condition: str) -> float:
         return scores(y_true, np.concatenate([f["preds"][condition] for f in folds]), config.classes)["uar"]
 
+    def changed(condition: str) -> dict:
+        # Predictions that differ from clean, and which way: a drop of a point can be a few clips that
+        # flip one way, or many flipping both ways (a model sensitive to small input changes).
+        before = np.concatenate([f["preds"]["clean"] for f in folds])
+        after = np.concatenate([f["preds"][condition] for f in folds])
+        return {"changed": int((before != after).sum()),
+                "right_to_wrong": int(((before == y_true) & (after != y_true)).sum()),
+                "wrong_to_right": int(((before != y_true) & (after == y_true)).sum())}
+
     clean = pooled_uar("clean")
     conditions = {condition: pooled_uar(condition) for condition in CONDITIONS}
     result = {
         **run.header(device=describe_device()),
+        "folds_resumed": resumed,  # computed by an earlier run of this command (wall_s is this run's)
         "preset": args.preset,
         "name": name,
         "config": config.to_dict(),
@@ -85,6 +96,7 @@ def main() -> int:
         "clean_uar": clean,
         "conditions": conditions,
         "drop_points": {k: round(100 * (clean - v), 1) for k, v in conditions.items()},
+        "predictions_changed": {k: changed(k) for k in CONDITIONS},
         "folds": [{"fold": f["fold"], "clean": scores(f["y_true"], f["preds"]["clean"], config.classes)["uar"]}
                   for f in folds],
     }
