@@ -80,9 +80,14 @@ def main() -> int:
         # flip one way, or many flipping both ways (a model sensitive to small input changes).
         before = np.concatenate([f["preds"]["clean"] for f in folds])
         after = np.concatenate([f["preds"][condition] for f in folds])
-        return {"changed": int((before != after).sum()),
-                "right_to_wrong": int(((before == y_true) & (after != y_true)).sum()),
-                "wrong_to_right": int(((before != y_true) & (after == y_true)).sum())}
+        from scipy.stats import binomtest
+
+        worse = int(((before == y_true) & (after != y_true)).sum())
+        better = int(((before != y_true) & (after == y_true)).sum())
+        # Sign test: how likely so uneven a split is if each flip went either way by chance.
+        p = binomtest(worse, worse + better, 0.5).pvalue if worse + better else 1.0
+        return {"changed": int((before != after).sum()), "right_to_wrong": worse, "wrong_to_right": better,
+                "sign_test_p": round(float(p), 4)}
 
     clean = pooled_uar("clean")
     conditions = {condition: pooled_uar(condition) for condition in CONDITIONS}
