@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: A fresh venv with no extras, pip and setuptools included: about 380 MB measured. Issue 14's goal
+#: A fresh venv with no extras, pip and setuptools included: about 370 MB measured. Issue 14's goal
 #: of 300 MB is not met: SciPy (143 MB) is there for one function, the exact GELU's erf in the
 #: numpy Whisper encoder; a numpy erf with SciPy's results bit for bit costs 3x its time (100 ms a
 #: clip). It goes when the encoder runs on ONNX Runtime (issue 16).
