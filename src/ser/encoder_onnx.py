@@ -44,6 +44,7 @@ __all__ = [
     "build_encoder_graph",
     "dequantize_graph",
     "graph_variables",
+    "int8_instructions",
     "quantize_graph",
     "run_precision",
     "save_encoder_graph",
