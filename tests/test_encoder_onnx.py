@@ -243,10 +243,14 @@ def test_model_folder_runs_its_encoder_graph(graph_folder, numpy_encoder):
 def test_bundled_default_runs_its_int8_graph(monkeypatch):
     """The default model's int8 graph, and the same graph dequantized where int8 is slow: same labels."""
     from ser.encoder_onnx import PRECISION_ENV
+    from ser.errors import ConfigError
     from ser.inference import Recognizer
 
     bundled = Recognizer.load()
     assert bundled.config.features.encoder_graph == "int8-linear" and bundled.encoder.graph_precision == "int8"
+    monkeypatch.setenv(PRECISION_ENV, "fp16")
+    with pytest.raises(ConfigError, match=r"^\$SER_ENCODER_PRECISION='fp16': expected auto, int8 or float32$"):
+        Recognizer.load()
     monkeypatch.setenv(PRECISION_ENV, "float32")
     dequantized = Recognizer.load()
     assert dequantized.encoder.precision == "float32" and "dequantized" in dequantized.encoder.describe()

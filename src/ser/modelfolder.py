@@ -612,10 +612,12 @@ def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
     Where ONNX Runtime cannot run the graph, the numpy encoder takes over: the folder's
     ``encoder.npz`` if it has one, else the graph's own weights (an int8 graph's dequantized).
     """
-    from ser.encoder_onnx import OnnxWhisperEncoder
+    from ser.encoder_onnx import OnnxWhisperEncoder, run_precision
 
     path = folder / ENCODER_GRAPH_FILE
     wanted = config.features.encoder_graph
+    if wanted != "float32":
+        run_precision()  # a bad $SER_ENCODER_PRECISION is reported as the setting's error, not the folder's
     if wanted == "none":
         raise ModelError(f"{path}: config.json says features.encoder_graph='none'; refusing an encoder it "
                          "was not trained with")
