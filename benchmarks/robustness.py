@@ -78,10 +78,10 @@ def main() -> int:
     def changed(condition: str) -> dict:
         # Predictions that differ from clean, and which way: a drop of a point can be a few clips that
         # flip one way, or many flipping both ways (a model sensitive to small input changes).
-        before = np.concatenate([f["preds"]["clean"] for f in folds])
-        after = np.concatenate([f["preds"][condition] for f in folds])
         from scipy.stats import binomtest
 
+        before = np.concatenate([f["preds"]["clean"] for f in folds])
+        after = np.concatenate([f["preds"][condition] for f in folds])
         worse = int(((before == y_true) & (after != y_true)).sum())
         better = int(((before != y_true) & (after == y_true)).sum())
         # Sign test: how likely so uneven a split is if each flip went either way by chance.
