@@ -484,15 +484,20 @@ def per_class(reports: Mapping | Sequence[Mapping], *, metric: str = "f1", title
         values = [metrics["per_class"][c][metric] if c in cls else np.nan for c in classes]
         ax.bar(x + (k - (len(named) - 1) / 2) * width, values, width, label=name)
     ax.set_xticks(x, classes, rotation=30, ha="right")
+    _metric_bars_style(fig, ax, metric, len(named), legend=len(named) > 1)
+    ax.set_title(title or f"{_METRIC_NAMES[metric]} per class (pooled)", fontsize=10)
+    return _done(fig, path)
+
+
+def _metric_bars_style(fig: Figure, ax, metric: str, n_series: int, *, legend: bool) -> None:
+    """The look :func:`per_class` and :func:`folds` share: a 0-1 metric axis, light grid, legend below."""
     ax.set_ylim(0, 1)
     ax.set_ylabel(_METRIC_NAMES[metric])
     ax.grid(axis="y", color="0.9")
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
-    if len(named) > 1:
-        fig.legend(fontsize=8, frameon=False, ncols=min(len(named), 3), loc="outside lower center")
-    ax.set_title(title or f"{_METRIC_NAMES[metric]} per class (pooled)", fontsize=10)
-    return _done(fig, path)
+    if legend:
+        fig.legend(fontsize=8, frameon=False, ncols=min(n_series, 3), loc="outside lower center")
 
 
 def folds(reports: Mapping | Sequence[Mapping], *, metric: str = "uar", title: str | None = None,
@@ -525,11 +530,6 @@ def folds(reports: Mapping | Sequence[Mapping], *, metric: str = "uar", title: s
                color=colour, label=f"{name} (pooled {pooled[metric]:.3f})")
         ax.axhline(pooled[metric], color=colour, ls="--", lw=1)
     ax.set_xticks(x, [f"fold {n}" for n in numbers])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel(_METRIC_NAMES[metric])
-    ax.grid(axis="y", color="0.9")
-    ax.set_axisbelow(True)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.legend(fontsize=8, frameon=False, ncols=min(len(named), 3), loc="outside lower center")
+    _metric_bars_style(fig, ax, metric, len(named), legend=True)  # the legend carries the pooled values
     ax.set_title(title or f"{_METRIC_NAMES[metric]} per fold (dashed: pooled)", fontsize=10)
     return _done(fig, path)
