@@ -279,6 +279,17 @@ def test_model_folder_refuses_a_graph_of_another_precision(graph, tmp_path):
             read_model_folder(folder)
 
 
+def test_model_folder_names_the_graphs_own_precision(int8_graph, tmp_path, monkeypatch):
+    """An int8 graph run dequantized is still an int8 graph: the refusal says what the file holds."""
+    from ser.encoder_onnx import PRECISION_ENV
+    from ser.modelfolder import read_model_folder
+
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    folder = _folder_with_graph(tmp_path, int8_graph.SerializeToString(), "float32")
+    with pytest.raises(ModelError, match="a int8 graph, but config.json says features.encoder_graph='float32'"):
+        read_model_folder(folder)
+
+
 def test_predict_verbose_names_the_encoder(graph_folder, capsys):
     from ser.cli import main
 

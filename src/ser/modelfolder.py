@@ -616,11 +616,11 @@ def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
 
     path = folder / ENCODER_GRAPH_FILE
     wanted = config.features.encoder_graph
-    if wanted != "float32":
-        run_precision()  # a bad $SER_ENCODER_PRECISION is reported as the setting's error, not the folder's
     if wanted == "none":
         raise ModelError(f"{path}: config.json says features.encoder_graph='none'; refusing an encoder it "
                          "was not trained with")
+    if wanted != "float32":
+        run_precision()  # a bad $SER_ENCODER_PRECISION is reported as the setting's error, not the folder's
     fallback = None
     if has_npz:
         from ser.encoders import WhisperEncoder
@@ -628,7 +628,7 @@ def _read_encoder_graph(folder: Path, config: Config, has_npz: bool):
         fallback = lambda: WhisperEncoder.from_npz(folder / ENCODER_FILE)
     encoder = _load_part(path, OnnxWhisperEncoder, fallback=fallback)
     if encoder.graph_precision != ("float32" if wanted == "float32" else "int8"):
-        raise ModelError(f"{path}: a {encoder.precision} graph, but config.json says "
+        raise ModelError(f"{path}: a {encoder.graph_precision} graph, but config.json says "
                          f"features.encoder_graph={wanted!r}")
     return encoder
 
